@@ -1,0 +1,180 @@
+"""The ``spatia`` command: a thin entry point over the library.
+
+    spatia generate --world builtin --trajectory loop --frames 48 --out out/
+    spatia info out/memory.ply
+
+Errors caused by the input print one line (``spatia: error: ...``) and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .config import SpatiaConfig
+from .errors import SpatiaError
+
+log = logging.getLogger("spatia")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="spatia", description="Spatia world generation with an updatable spatial memory.")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="generate a video along a camera trajectory")
+    g.add_argument("--world", default="builtin",
+                   help="builtin, an RGB-D folder, a .ply, an image (with --depth) or a test-case folder")
+    g.add_argument("--depth", default="", help="depth map of an image world (.png in mm or .npy in metres)")
+    g.add_argument("--world-intrinsics", default="", help="fx,fy,cx,cy (pixels) of the world's images if its files lack them")
+    g.add_argument("--seed", type=int, default=None, help="seed of the built-in world")
+    g.add_argument("--trajectory", default="loop",
+                   help="orbit, forward_back, loop, look_around, a test-case folder, an RE10K .txt or a poses file")
+    g.add_argument("--frames", type=int, default=48, help="frames of a generated trajectory")
+    g.add_argument("--out", required=True, help="output folder")
+    g.add_argument("--config", default="", help="YAML config file (same schema as the ROS node)")
+    g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. memory.voxel_size=0.02")
+    g.add_argument("--backend", default=None, help="generator backend (projection, spatia)")
+    g.add_argument("--width", type=int, default=None)
+    g.add_argument("--height", type=int, default=None)
+    g.add_argument("--prompt", default=None)
+    g.add_argument("--fps", type=float, default=24.0)
+    g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+
+    i = sub.add_parser("info", help="print statistics of a saved map (.ply)")
+    i.add_argument("map", help="a .ply point cloud")
+    i.add_argument("--voxel-size", type=float, default=None, help="re-voxelise at this size (default: as saved, 0.01)")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug information")
+    return p
+
+
+def _config(args) -> SpatiaConfig:
+    cfg = SpatiaConfig.from_yaml(args.config) if args.config else SpatiaConfig()
+    overrides = {}
+    world = args.world
+    overrides["world.source"] = "builtin" if world == "builtin" else "auto"
+    overrides["world.path"] = "" if world == "builtin" else world
+    if args.depth:
+        overrides["world.depth_path"] = args.depth
+    if args.world_intrinsics:
+        overrides["world.intrinsics"] = [float(v) for v in args.world_intrinsics.split(",")]
+    for key, value in (("world.seed", args.seed), ("generator.backend", args.backend), ("camera.width", args.width),
+                       ("camera.height", args.height), ("generator.prompt", args.prompt)):
+        if value is not None:
+            overrides[key] = value
+    cfg = cfg.with_overrides(overrides)
+    return cfg.with_overrides(args.set) if args.set else cfg
+
+
+def _trajectory(spec: str, world, frames: int, world_path: str):
+    """Camera-to-world poses in the map frame and the prompts that come with them."""
+    from . import trajectories as tr
+    from .worlds import resolve_source
+    from .config import WorldConfig
+
+    path = Path(spec)
+    if path.is_dir():
+        case = tr.read_testcase(path)
+        same = world_path and Path(world_path).resolve() == path.resolve() and resolve_source(
+            WorldConfig(source="auto", path=world_path)) == "testcase"
+        poses = world.init.map_from_source @ case.poses if same else tr.anchor(case.poses, world.init.start_pose)
+        return poses, list(case.prompts)
+    return tr.load_trajectory(spec, world.init.start_pose, frames), []
+
+
+def cmd_generate(args) -> int:
+    from tqdm import tqdm
+
+    from .memory import save_ply
+    from .trajectories import write_poses
+    from .video import VideoWriter
+    from .world import SpatiaWorld
+
+    cfg = _config(args)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    world = SpatiaWorld(cfg)
+    init = world.reset()
+    poses, prompts = _trajectory(args.trajectory, world, args.frames, cfg.world.path)
+    if args.prompt is not None or not prompts:
+        prompts = [cfg.generator.prompt]
+    videos = {"generated": VideoWriter(out / "generated.mp4", args.fps), "scene": VideoWriter(out / "scene_projection.mp4", args.fps)}
+    clips = []
+    try:
+        with tqdm(total=len(poses), unit="frame", desc="generating", disable=args.no_progress) as bar:
+            for clip in world.run(poses, prompts=prompts):
+                videos["generated"].append(clip.frames)
+                videos["scene"].append(clip.scene_rgb)
+                clips.append({
+                    "frames": len(clip.frames),
+                    "coverage": float(clip.visibility.mean()),
+                    "references": [{"frame_id": r.frame_id, "iou": round(r.score, 4)} for r in clip.references],
+                    "timings_s": {k: round(v, 4) for k, v in clip.timings.items()},
+                })
+                bar.update(len(clip.frames))
+        for v in videos.values():
+            v.close()
+    except BaseException:
+        for v in videos.values():
+            v.abort()
+        raise
+    save_ply(world.memory, out / "memory.ply")
+    write_poses(out / "poses_c2w.txt", poses)
+    stats = world.memory.stats()
+    summary = {
+        "world": init.source,
+        "backend": world.generator.name,
+        "frames": len(poses),
+        "intrinsics": [world.intrinsics.fx, world.intrinsics.fy, world.intrinsics.cx, world.intrinsics.cy],
+        "resolution": [world.intrinsics.width, world.intrinsics.height],
+        "memory": stats.__dict__,
+        "clips": clips,
+        "seconds": round(time.perf_counter() - t_start, 3),
+        "config": cfg.to_dict(),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    print(f"wrote {out}/generated.mp4, scene_projection.mp4, memory.ply ({stats.voxels} voxels), poses_c2w.txt, summary.json")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .memory import SpatialMemory, load_ply, read_ply_points
+
+    if args.voxel_size:
+        stats = load_ply(args.map, SpatialMemory(voxel_size=args.voxel_size)).stats()
+        info = stats.__dict__
+    else:
+        xyz, rgb, counts = read_ply_points(args.map)
+        info = {
+            "points": int(xyz.shape[0]),
+            "bounds_min": xyz.min(0).tolist(),
+            "bounds_max": xyz.max(0).tolist(),
+            "has_counts": counts is not None,
+            "observations": int(counts.sum()) if counts is not None else None,
+            "file_bytes": Path(args.map).stat().st_size,
+        }
+    print(json.dumps(info, indent=2))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return {"generate": cmd_generate, "info": cmd_info}[args.command](args)
+    except SpatiaError as exc:
+        print(f"spatia: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("spatia: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,204 @@
+"""One configuration schema for the CLI, the ROS node and the Python API.
+
+Nested dataclasses; every field has a one-line comment. Load from YAML / dicts with strict
+keys (a typo is an error, not a silent default), override with ``section.key=value`` strings,
+and flatten to ``section.key`` names for ROS parameters.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import FileFormatError, InputError
+
+
+@dataclass
+class WorldConfig:
+    source: str = "builtin"  # builtin | rgbd_folder | ply | image_depth | testcase | auto (from path)
+    path: str = ""  # folder or file of the world (not used by builtin)
+    depth_path: str = ""  # depth map for an image_depth world (.png mm, .npy metres)
+    seed: int = 0  # seed of the built-in procedural scene
+    intrinsics: list = field(default_factory=list)  # [fx, fy, cx, cy] px of the source images, if the files lack them
+    depth_scale: float = 1000.0  # integer depth units per metre (16-bit PNG/PGM)
+    frames: list = field(default_factory=list)  # indices of the folder frames to fuse; empty = all
+
+
+@dataclass
+class CameraConfig:
+    width: int = 640  # output image width, px
+    height: int = 480  # output image height, px
+    fov_deg: float = 70.0  # horizontal field of view, used when intrinsics is empty
+    intrinsics: list = field(default_factory=list)  # [fx, fy, cx, cy] px at width x height; overrides fov_deg
+
+
+@dataclass
+class MemoryConfig:
+    voxel_size: float = 0.01  # voxel edge, metres (paper default)
+    max_voxels: int = 5_000_000  # size bound; least recently observed voxels are evicted beyond it
+    max_weight: int = 16  # cap on the running-mean weight of a voxel
+    min_depth: float = 0.05  # depth readings outside [min_depth, max_depth] are not fused, metres
+    max_depth: float = 10.0
+    block_size: float = 0.5  # edge of the coarse blocks used for frustum culling, metres
+
+
+@dataclass
+class RenderConfig:
+    splat_scale: float = 1.25  # splat footprint relative to a voxel's projected size
+    max_radius: int = 8  # largest splat is a square of 2 * max_radius + 1 pixels
+    near: float = 0.05  # near clipping distance, metres
+
+
+@dataclass
+class RetrievalConfig:
+    k: int = 7  # maximum number of reference frames (K)
+    epsilon: float = 0.1  # minimum 3D IoU for a reference
+    voxel_size: float = 0.1  # voxel edge for the view voxel sets, metres
+    max_frames: int = 5000  # frame bank size bound (oldest dropped first, the first frame kept)
+
+
+@dataclass
+class GeneratorConfig:
+    backend: str = "projection"  # projection (no weights) | spatia (diffusion)
+    clip_frames: int = 16  # frames generated per clip
+    history_frames: int = 9  # preceding frames that condition a clip
+    prompt: str = ""  # text prompt
+    seed: int = 0  # random seed of stochastic backends
+    checkpoint: str = ""  # weights directory of the diffusion backend
+
+
+@dataclass
+class SpatiaConfig:
+    world: WorldConfig = field(default_factory=WorldConfig)
+    camera: CameraConfig = field(default_factory=CameraConfig)
+    memory: MemoryConfig = field(default_factory=MemoryConfig)
+    render: RenderConfig = field(default_factory=RenderConfig)
+    retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
+    generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    device: str = "cpu"  # torch device: cpu, cuda, cuda:1, ...
+
+    # -- construction ---------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, data: dict | None) -> "SpatiaConfig":
+        """Build from a nested dict; unknown keys raise :class:`InputError`."""
+        cfg = _build(cls, data or {}, "")
+        cfg.validate()
+        return cfg
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> "SpatiaConfig":
+        try:
+            data = yaml.safe_load(Path(path).read_text()) or {}
+        except (OSError, yaml.YAMLError) as exc:
+            raise FileFormatError(f"cannot read config {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise FileFormatError(f"config {path} must hold a mapping")
+        return cls.from_dict(data)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def with_overrides(self, overrides: dict[str, Any] | list[str]) -> "SpatiaConfig":
+        """A copy with ``{"memory.voxel_size": 0.02}`` or ``["memory.voxel_size=0.02"]`` applied."""
+        if isinstance(overrides, (list, tuple)):
+            pairs = {}
+            for item in overrides:
+                if "=" not in item:
+                    raise InputError(f"override {item!r} must look like section.key=value")
+                key, value = item.split("=", 1)
+                pairs[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+            overrides = pairs
+        data = self.to_dict()
+        for key, value in overrides.items():
+            node = data
+            parts = key.split(".")
+            for part in parts[:-1]:
+                if not isinstance(node.get(part), dict):
+                    raise InputError(f"unknown config key {key!r}")
+                node = node[part]
+            if parts[-1] not in node:
+                raise InputError(f"unknown config key {key!r}")
+            node[parts[-1]] = value
+        return SpatiaConfig.from_dict(data)
+
+    def flatten(self) -> dict[str, Any]:
+        """``{"memory.voxel_size": 0.01, ...}`` (ROS parameter names)."""
+        out: dict[str, Any] = {}
+
+        def walk(prefix, node):
+            for key, value in node.items():
+                if isinstance(value, dict):
+                    walk(f"{prefix}{key}.", value)
+                else:
+                    out[f"{prefix}{key}"] = value
+
+        walk("", self.to_dict())
+        return out
+
+    def validate(self) -> None:
+        """Raise :class:`InputError` for values no component accepts."""
+        checks = [
+            (self.memory.voxel_size > 0, "memory.voxel_size must be > 0"),
+            (self.memory.max_voxels > 0, "memory.max_voxels must be > 0"),
+            (0 <= self.memory.min_depth < self.memory.max_depth, "memory.min_depth must be < memory.max_depth"),
+            (self.camera.width > 0 and self.camera.height > 0, "camera.width/height must be > 0"),
+            (0 < self.camera.fov_deg < 180, "camera.fov_deg must be in (0, 180)"),
+            (len(self.camera.intrinsics) in (0, 4), "camera.intrinsics must be [fx, fy, cx, cy] or empty"),
+            (len(self.world.intrinsics) in (0, 4), "world.intrinsics must be [fx, fy, cx, cy] or empty"),
+            (self.retrieval.k >= 0, "retrieval.k must be >= 0"),
+            (self.retrieval.voxel_size > 0, "retrieval.voxel_size must be > 0"),
+            (self.generator.clip_frames > 0, "generator.clip_frames must be > 0"),
+            (self.generator.history_frames >= 0, "generator.history_frames must be >= 0"),
+            (self.render.max_radius >= 1, "render.max_radius must be >= 1"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise InputError(message)
+
+
+def _build(cls, data: dict, prefix: str):
+    if not isinstance(data, dict):
+        raise InputError(f"config section {prefix.rstrip('.') or '<root>'} must be a mapping")
+    known = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise InputError(f"unknown config key(s): {', '.join(prefix + k for k in unknown)}")
+    kwargs = {}
+    defaults = cls()
+    for name, value in data.items():
+        default = getattr(defaults, name)
+        if dataclasses.is_dataclass(default):
+            kwargs[name] = _build(type(default), value or {}, f"{prefix}{name}.")
+        else:
+            kwargs[name] = _coerce(value, default, prefix + name)
+    return cls(**kwargs)
+
+
+def _coerce(value, default, key):
+    """Convert ``value`` to the type of ``default`` (int -> float allowed; bool kept strict)."""
+    try:
+        if isinstance(default, bool):
+            if not isinstance(value, bool):
+                raise TypeError
+            return value
+        if isinstance(default, float):
+            if isinstance(value, bool):
+                raise TypeError
+            return float(value)
+        if isinstance(default, int):
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise TypeError
+            return int(value)
+        if isinstance(default, str):
+            return "" if value is None else str(value)
+        if isinstance(default, list):
+            return list(value) if value is not None else []
+    except (TypeError, ValueError):
+        pass
+    else:
+        return value
+    raise InputError(f"config key {key} expects {type(default).__name__}, got {value!r}")

@@ -1,0 +1,50 @@
+"""The generator interface every backend implements (projection, spatia diffusion, ...)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from ..geometry import Intrinsics
+
+
+@dataclass
+class ConditionFrame:
+    """A clean frame that conditions generation (a history or a reference frame)."""
+
+    image: np.ndarray  # uint8 (H, W, 3) RGB
+    pose: np.ndarray  # float64 (4, 4) camera-to-world
+    intrinsics: Intrinsics
+
+
+@dataclass
+class GenerationRequest:
+    """Everything the world loop hands a generator for one clip of T frames."""
+
+    poses: np.ndarray  # float64 (T, 4, 4) camera-to-world target poses
+    intrinsics: Intrinsics  # output camera (sets H and W)
+    scene_rgb: np.ndarray  # uint8 (T, H, W, 3) scene projection video
+    scene_depth: np.ndarray  # float32 (T, H, W) metres, 0 where the memory shows nothing
+    visibility: np.ndarray  # bool (T, H, W) pixels the memory covers
+    history: list[ConditionFrame] = field(default_factory=list)  # preceding frames, oldest first
+    references: list[ConditionFrame] = field(default_factory=list)  # retrieved reference frames
+    prompt: str = ""
+    seed: int = 0
+
+
+@dataclass
+class GenerationResult:
+    """A generated clip."""
+
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    depth: np.ndarray | None = None  # float32 (T, H, W) metres the backend knows, 0 = unknown
+
+
+class Generator(Protocol):
+    """A clip generator: ``generate(request) -> result`` with ``len(result.frames) == len(request.poses)``."""
+
+    name: str
+
+    def generate(self, request: GenerationRequest) -> GenerationResult: ...

@@ -1,0 +1,20 @@
+"""Spatial memory: the voxelised coloured point cloud of the static scene."""
+
+from .ply import load_ply, read_ply_points, save_ply
+from .spatial_memory import FuseResult, MemoryStats, SpatialMemory, backproject, check_rgbd
+from .voxel_hash import VoxelHash, pack_coords, unpack_keys, voxel_keys
+
+__all__ = [
+    "FuseResult",
+    "MemoryStats",
+    "SpatialMemory",
+    "VoxelHash",
+    "backproject",
+    "check_rgbd",
+    "load_ply",
+    "pack_coords",
+    "read_ply_points",
+    "save_ply",
+    "unpack_keys",
+    "voxel_keys",
+]

@@ -1,0 +1,53 @@
+"""Write frame sequences as H.264 mp4 (imageio + the ffmpeg bundled by imageio-ffmpeg)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from .errors import FileFormatError
+
+
+class VideoWriter:
+    """Append uint8 (H, W, 3) frames; the file appears under its name only on :meth:`close`."""
+
+    def __init__(self, path: str | os.PathLike, fps: float = 24.0):
+        import imageio.v2 as imageio
+
+        self.path = Path(path)
+        self._tmp = self.path.with_name(f".{self.path.stem}.{os.getpid()}.tmp{self.path.suffix}")
+        try:
+            self._writer = imageio.get_writer(
+                self._tmp, fps=fps, codec="libx264", quality=8, macro_block_size=2, ffmpeg_log_level="error"
+            )
+        except Exception as exc:  # imageio raises several types for missing ffmpeg/paths
+            raise FileFormatError(f"cannot open video {self.path}: {exc}") from exc
+
+    def append(self, frames: np.ndarray) -> None:
+        """Add one (H, W, 3) frame or a (T, H, W, 3) batch."""
+        frames = np.asarray(frames)
+        for frame in frames if frames.ndim == 4 else frames[None]:
+            self._writer.append_data(np.ascontiguousarray(frame, dtype=np.uint8))
+
+    def close(self) -> Path:
+        self._writer.close()
+        os.replace(self._tmp, self.path)
+        return self.path
+
+    def abort(self) -> None:
+        try:
+            self._writer.close()
+        finally:
+            self._tmp.unlink(missing_ok=True)
+
+
+def read_video(path: str | os.PathLike) -> np.ndarray:
+    """All frames of a video, uint8 (T, H, W, 3)."""
+    import imageio.v2 as imageio
+
+    try:
+        return np.stack(list(imageio.get_reader(path)))
+    except Exception as exc:
+        raise FileFormatError(f"cannot read video {path}: {exc}") from exc

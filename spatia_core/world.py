@@ -1,0 +1,219 @@
+"""SpatiaWorld: the generate-and-remember loop of Spatia.
+
+Per clip of target poses:
+
+1. render the memory into the poses (scene projection video + visibility + depth);
+2. retrieve up to K reference frames from the frame bank by 3D IoU (Algorithm 1);
+3. generate the clip, conditioned on the scene projection, the history frames (the last
+   ``history_frames`` frames) and the references;
+4. get depth for the generated frames (the backend's own, else the depth source) and a mask of
+   dynamic pixels (the dynamics source), and fuse the static part into the memory;
+5. add the frames to the frame bank and the history.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Iterator, Protocol
+
+import numpy as np
+import torch
+
+from .config import SpatiaConfig, WorldConfig
+from .errors import InputError
+from .generators import ConditionFrame, GenerationRequest, Generator, make_generator
+from .geometry import Intrinsics, validate_poses
+from .memory import SpatialMemory
+from .render import SceneProjection, render_memory
+from .retrieval import FrameBank, Reference, retrieve_references
+from .worlds import WorldInit, load_world
+
+
+class DepthSource(Protocol):
+    """Depth for generated frames the backend gave no depth for."""
+
+    def estimate(self, frames: np.ndarray, scene: dict, poses: np.ndarray, intrinsics: Intrinsics) -> np.ndarray: ...
+
+
+class DynamicsSource(Protocol):
+    """Masks of dynamic pixels in generated frames (excluded from the memory)."""
+
+    def masks(self, frames: np.ndarray, scene: dict) -> np.ndarray | None: ...
+
+
+class RenderedDepth:
+    """Default depth source: the memory's rendered depth (0 where it shows nothing)."""
+
+    def estimate(self, frames, scene, poses, intrinsics):
+        return np.where(scene["mask"], scene["depth"], 0.0).astype(np.float32)
+
+
+@dataclass
+class ClipResult:
+    """One generated clip and what produced it."""
+
+    poses: np.ndarray  # float64 (T, 4, 4)
+    frames: np.ndarray  # uint8 (T, H, W, 3)
+    scene_rgb: np.ndarray  # uint8 (T, H, W, 3) the scene projection
+    scene_depth: np.ndarray  # float32 (T, H, W)
+    visibility: np.ndarray  # bool (T, H, W)
+    depth: np.ndarray  # float32 (T, H, W) depth fused into the memory
+    references: list[Reference] = field(default_factory=list)
+    frame_ids: list[int] = field(default_factory=list)  # bank ids of the new frames
+    timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+
+def make_intrinsics(cfg: SpatiaConfig) -> Intrinsics:
+    """Output camera from ``cfg.camera``."""
+    cam = cfg.camera
+    if cam.intrinsics:
+        return Intrinsics(*[float(v) for v in cam.intrinsics], width=cam.width, height=cam.height)
+    return Intrinsics.from_fov(cam.fov_deg, cam.width, cam.height)
+
+
+class SpatiaWorld:
+    """The world simulator's core: memory, frame bank, generator and the loop between them."""
+
+    def __init__(
+        self,
+        config: SpatiaConfig | None = None,
+        generator: Generator | None = None,
+        depth_source: DepthSource | None = None,
+        dynamics: DynamicsSource | None = None,
+    ):
+        self.config = config or SpatiaConfig()
+        self.config.validate()
+        self.device = torch.device(self.config.device)
+        self.intrinsics = make_intrinsics(self.config)
+        m = self.config.memory
+        self.memory = SpatialMemory(
+            voxel_size=m.voxel_size,
+            max_voxels=m.max_voxels,
+            max_weight=m.max_weight,
+            min_depth=m.min_depth,
+            max_depth=m.max_depth,
+            block_size=m.block_size,
+            device=self.device,
+        )
+        g = self.config.generator
+        self.generator = generator or make_generator(g.backend, device=self.config.device, checkpoint=g.checkpoint)
+        self.depth_source = depth_source or RenderedDepth()
+        self.dynamics = dynamics
+        self._new_bank()
+        self.init: WorldInit | None = None
+        self.pose: np.ndarray | None = None
+        self.frames_generated = 0
+
+    def _new_bank(self) -> None:
+        r = self.config.retrieval
+        self.bank = FrameBank(voxel_size=r.voxel_size, max_frames=r.max_frames)
+        self.history: deque[tuple[int, ConditionFrame]] = deque(maxlen=max(self.config.generator.history_frames, 1))
+
+    # -- world -----------------------------------------------------------------------------
+    def reset(self, world: WorldConfig | None = None) -> WorldInit:
+        """Load a world (``config.world`` by default): memory, initial frames, start pose.
+
+        On error the previous world is left untouched.
+        """
+        fresh = SpatialMemory(
+            voxel_size=self.memory.voxel_size,
+            max_voxels=self.memory.max_voxels,
+            max_weight=self.memory.max_weight,
+            min_depth=self.memory.min_depth,
+            max_depth=self.memory.max_depth,
+            block_size=self.memory.block_size,
+            device=self.device,
+        )
+        init = load_world(world or self.config.world, fresh, self.intrinsics)
+        self.memory = fresh
+        self._new_bank()
+        self.init = init
+        self.pose = init.start_pose.copy()
+        self.frames_generated = 0
+        if init.frames:
+            for f in init.frames:
+                self._remember(f.rgb, f.depth, f.pose, f.intrinsics)
+        else:  # the initial image of a memory-only world is its rendered start view
+            scene = self.render(init.start_pose[None]).numpy()
+            self._remember(scene["rgb"][0], np.where(scene["mask"][0], scene["depth"][0], 0), init.start_pose, self.intrinsics)
+        return init
+
+    def _remember(self, image, depth, pose, intrinsics: Intrinsics) -> int:
+        ids = self.bank.view_voxels(depth, intrinsics, pose)
+        frame_id = self.bank.add(image, pose, intrinsics, ids)
+        self.history.append((frame_id, ConditionFrame(np.asarray(image), np.asarray(pose), intrinsics)))
+        return frame_id
+
+    # -- loop ------------------------------------------------------------------------------
+    def render(self, poses) -> SceneProjection:
+        """Scene projection of the memory into camera-to-world ``poses`` (T, 4, 4)."""
+        r = self.config.render
+        return render_memory(self.memory, self.intrinsics, poses, splat_scale=r.splat_scale, max_radius=r.max_radius, near=r.near)
+
+    def step_clip(self, poses, prompt: str | None = None, retrieve: bool = True, fuse: bool = True) -> ClipResult:
+        """Generate the frames at ``poses`` and remember them (steps 1-5 of the module docstring)."""
+        if self.init is None:
+            self.reset()
+        poses = validate_poses(poses)
+        timings = {}
+        t0 = time.perf_counter()
+        scene = self.render(poses).numpy()
+        timings["render"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        references: list[Reference] = []
+        if retrieve and self.config.retrieval.k > 0:
+            targets = [self.bank.view_voxels(scene["depth"][i], self.intrinsics, poses[i]) for i in range(len(poses))]
+            exclude = {fid for fid, _ in self.history}
+            r = self.config.retrieval
+            references = retrieve_references(self.bank, targets, k=r.k, epsilon=r.epsilon, exclude_frame_ids=exclude)
+        timings["retrieve"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        g = self.config.generator
+        request = GenerationRequest(
+            poses=poses,
+            intrinsics=self.intrinsics,
+            scene_rgb=scene["rgb"],
+            scene_depth=scene["depth"],
+            visibility=scene["mask"],
+            history=[c for _, c in list(self.history)[-g.history_frames :]] if g.history_frames else [],
+            references=[
+                ConditionFrame(self.bank.frames[ref.bank_index].image(), self.bank.frames[ref.bank_index].pose,
+                               self.bank.frames[ref.bank_index].intrinsics)
+                for ref in references
+            ],
+            prompt=g.prompt if prompt is None else prompt,
+            seed=g.seed + self.frames_generated,
+        )
+        result = self.generator.generate(request)
+        if result.frames.shape != scene["rgb"].shape or result.frames.dtype != np.uint8:
+            raise InputError(
+                f"generator {self.generator.name} returned frames {result.frames.shape} {result.frames.dtype}, "
+                f"expected {scene['rgb'].shape} uint8"
+            )
+        timings["generate"] = time.perf_counter() - t0
+
+        t0 = time.perf_counter()
+        depth = result.depth if result.depth is not None else self.depth_source.estimate(result.frames, scene, poses, self.intrinsics)
+        dyn = self.dynamics.masks(result.frames, scene) if self.dynamics is not None else None
+        frame_ids = []
+        for i in range(len(poses)):
+            if fuse:
+                self.memory.insert_frame(result.frames[i], depth[i], self.intrinsics, poses[i],
+                                         exclude_mask=None if dyn is None else dyn[i])
+            frame_ids.append(self._remember(result.frames[i], depth[i], poses[i], self.intrinsics))
+        timings["fuse"] = time.perf_counter() - t0
+        self.frames_generated += len(poses)
+        self.pose = poses[-1].copy()
+        return ClipResult(poses, result.frames, scene["rgb"], scene["depth"], scene["mask"], depth, references, frame_ids, timings)
+
+    def run(self, poses, clip_frames: int | None = None, prompts: list[str] | None = None) -> Iterator[ClipResult]:
+        """Generate along a whole trajectory, ``clip_frames`` poses per clip (a generator of clips)."""
+        poses = validate_poses(poses)
+        n = clip_frames or self.config.generator.clip_frames
+        for c, start in enumerate(range(0, len(poses), n)):
+            prompt = None if not prompts else prompts[min(c, len(prompts) - 1)]
+            yield self.step_clip(poses[start : start + n], prompt=prompt)
