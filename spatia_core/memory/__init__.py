@@ -1,11 +1,16 @@
 """Spatial memory: the voxelised coloured point cloud of the static scene."""
 
+from .edit import add_points, in_box, recolor_box, remove_box
 from .ply import load_ply, read_ply_points, save_ply
 from .spatial_memory import FuseResult, MemoryStats, SpatialMemory, backproject, check_rgbd
 from .voxel_hash import VoxelHash, pack_coords, unpack_keys, voxel_keys
 
 __all__ = [
     "FuseResult",
+    "add_points",
+    "in_box",
+    "recolor_box",
+    "remove_box",
     "MemoryStats",
     "SpatialMemory",
     "VoxelHash",
