@@ -95,40 +95,39 @@ def _splat_one(
     else:
         sel, pts = None, xyz
     cam = (pts - pose[:3, 3]) @ pose[:3, :3]  # R^T (x - t), row-vector form
-    z = cam[:, 2]
-    inv_z = 1.0 / z
-    u = cam[:, 0] * inv_z * k.fx + k.cx
-    v = cam[:, 1] * inv_z * k.fy + k.cy
-    width_px = (splat_scale * voxel_size * max(k.fx, k.fy)) / z.clamp(min=near)  # splat footprint
-    ok = (z > near) & (z < far) & (u > -max_radius - 1) & (u < w + max_radius) & (v > -max_radius - 1) & (v < h + max_radius)
-    idx = ok.nonzero(as_tuple=True)[0]
-    u, v, z, width_px = u[idx], v[idx], z[idx], width_px[idx]
-    key = (z * _DEPTH_QUANT).to(torch.int64) << 32 | idx
-    # small splats (<= 2 px): one cell of a 1 px or 2 px grid
-    small = width_px <= 2.0
-    two = (width_px > 1.0) & small
-    cell = 1.0 + two.float()
-    cu = torch.floor((u + 0.5) / cell).to(torch.int64)
-    cv = torch.floor((v + 0.5) / cell).to(torch.int64)
+    z_pts = cam[:, 2]
+    idx = ((z_pts > near) & (z_pts < far)).nonzero(as_tuple=True)[0]
+    cam = cam[idx]
+    inv_z = cam[:, 2].reciprocal()
+    u = torch.addcmul(torch.tensor(k.cx + 0.5, device=dev), cam[:, 0], inv_z, value=k.fx)  # pixel centres at .0
+    v = torch.addcmul(torch.tensor(k.cy + 0.5, device=dev), cam[:, 1], inv_z, value=k.fy)
+    width_px = inv_z * (splat_scale * voxel_size * max(k.fx, k.fy))  # splat footprint, pixels
+    key = (cam[:, 2] * _DEPTH_QUANT).to(torch.int64) << 32 | idx
     h2, w2 = (h + 1) // 2, (w + 1) // 2
-    lw = torch.where(two, w2, w)
-    lh = torch.where(two, h2, h)
-    fits = small & (cu >= 0) & (cv >= 0) & (cu < lw) & (cv < lh)
-    pix_parts = [torch.where(two[fits], h * w, 0) + cv[fits] * lw[fits] + cu[fits]]
-    key_parts = [key[fits]]
+    # small splats (<= 2 px): one cell of the 1 px grid, or of the 2 px grid when wider than 1 px
+    small = (width_px <= 2.0).nonzero(as_tuple=True)[0]
+    shift = (width_px[small] > 1.0).to(torch.int64)
+    cu = torch.floor(u[small]).to(torch.int64) >> shift
+    cv = torch.floor(v[small]).to(torch.int64) >> shift
+    lw = (w + shift) >> shift
+    fits = ((cu >= 0) & (cv >= 0) & (cu < lw) & (cv < (h + shift) >> shift)).nonzero(as_tuple=True)[0]
+    pix_parts = [shift[fits] * (h * w) + cv[fits] * lw[fits] + cu[fits]]
+    key_parts = [key[small[fits]]]
     # large splats: exact squares of side 2r + 1 centred on the point (few points: near ones)
-    big = (~small).nonzero(as_tuple=True)[0]
+    big = (width_px > 2.0).nonzero(as_tuple=True)[0]
     if big.numel():
         r_big = torch.ceil((width_px[big] - 1) * 0.5).clamp_(1, max_radius).to(torch.int64)
-        ub, vb = torch.round(u[big]).to(torch.int64), torch.round(v[big]).to(torch.int64)
-        for radius in torch.unique(r_big).tolist():
+        ub, vb = torch.floor(u[big]).to(torch.int64), torch.floor(v[big]).to(torch.int64)
+        seen = ((ub + r_big >= 0) & (ub - r_big < w) & (vb + r_big >= 0) & (vb - r_big < h)).nonzero(as_tuple=True)[0]
+        big, r_big, ub, vb = big[seen], r_big[seen], ub[seen], vb[seen]
+        for radius in torch.bincount(r_big, minlength=max_radius + 1).nonzero(as_tuple=True)[0].tolist():
             sel_r = (r_big == radius).nonzero(as_tuple=True)[0]
             off = torch.arange(-radius, radius + 1, device=dev)
             pu = (ub[sel_r, None] + off.repeat(off.numel())).reshape(-1)
             pv = (vb[sel_r, None] + off.repeat_interleave(off.numel())).reshape(-1)
-            kb = key[big][sel_r, None].expand(-1, off.numel() ** 2).reshape(-1)
-            inside = (pu >= 0) & (pu < w) & (pv >= 0) & (pv < h)
-            pix_parts.append((pv * w + pu)[inside])
+            kb = key[big[sel_r], None].expand(-1, off.numel() ** 2).reshape(-1)
+            inside = ((pu >= 0) & (pu < w) & (pv >= 0) & (pv < h)).nonzero(as_tuple=True)[0]
+            pix_parts.append(pv[inside] * w + pu[inside])
             key_parts.append(kb[inside])
     zbuf = torch.full((h * w + h2 * w2,), _EMPTY, dtype=torch.int64, device=dev)
     zbuf.scatter_reduce_(0, torch.cat(pix_parts), torch.cat(key_parts), reduce="amin")
@@ -136,12 +135,11 @@ def _splat_one(
     best = torch.minimum(zbuf[: h * w].view(h, w), coarse)
     best = best.reshape(-1)
     hit = best != _EMPTY
-    local = best[hit] & 0xFFFFFFFF  # index into the in-frustum points
-    z_all = cam[:, 2]
+    local = best[hit] & 0xFFFFFFFF  # index into pts
     index = torch.full((h * w,), -1, dtype=torch.int64, device=dev)
     index[hit] = local if sel is None else sel[local]
     depth = torch.zeros(h * w, dtype=torch.float32, device=dev)
-    depth[hit] = z_all[local]
+    depth[hit] = z_pts[local]
     return index, depth
 
 
