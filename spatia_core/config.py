@@ -72,6 +72,31 @@ class GeneratorConfig:
 
 
 @dataclass
+class SimConfig:
+    rate_hz: float = 30.0  # frames per second (the sim-time step is 1 / rate_hz)
+    publish_clock: bool = True  # own the time: sim time advances only when a frame is produced (lockstep)
+    start_paused: bool = False  # start paused: frames only through the step service / action
+    render_on_pose: bool = True  # produce a frame as soon as a camera_pose arrives (lowest latency)
+    base_model: str = "unicycle"  # unicycle | holonomic kinematic base carrying the camera
+    max_linear: float = 2.0  # velocity commands beyond these limits are refused, m/s
+    max_angular: float = 3.0  # rad/s
+    cmd_timeout: float = 0.5  # a velocity command expires after this much sim time, s (0: never)
+    max_input_rate_hz: float = 200.0  # commands arriving faster than this are dropped
+    cmd_vel_stamped: bool = False  # cmd_vel is geometry_msgs/TwistStamped instead of Twist
+    mount_xyz: list = field(default_factory=lambda: [0.0, 0.0, 1.2])  # base_link -> camera_link translation, m
+    mount_rpy: list = field(default_factory=lambda: [0.0, 0.0, 0.0])  # base_link -> camera_link roll pitch yaw, rad
+    map_frame: str = "map"
+    odom_frame: str = "odom"
+    base_frame: str = "base_link"
+    camera_frame: str = "camera_link"
+    optical_frame: str = "camera_optical_frame"
+    cloud_rate_hz: float = 1.0  # spatial_memory PointCloud2 publish rate (only when the memory changed)
+    cloud_max_points: int = 200_000  # the published cloud is downsampled to at most this many points
+    bank_every: int = 10  # add every n-th frame to the retrieval frame bank
+    map_dir: str = "maps"  # save/load map paths are confined to this folder
+
+
+@dataclass
 class SpatiaConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
@@ -79,6 +104,7 @@ class SpatiaConfig:
     render: RenderConfig = field(default_factory=RenderConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    sim: SimConfig = field(default_factory=SimConfig)
     device: str = "cpu"  # torch device: cpu, cuda, cuda:1, ...
 
     # -- construction ---------------------------------------------------------------------
@@ -154,6 +180,11 @@ class SpatiaConfig:
             (self.generator.clip_frames > 0, "generator.clip_frames must be > 0"),
             (self.generator.history_frames >= 0, "generator.history_frames must be >= 0"),
             (self.render.max_radius >= 1, "render.max_radius must be >= 1"),
+            (self.sim.rate_hz > 0, "sim.rate_hz must be > 0"),
+            (self.sim.base_model in ("unicycle", "holonomic"), "sim.base_model must be unicycle or holonomic"),
+            (len(self.sim.mount_xyz) == 3 and len(self.sim.mount_rpy) == 3, "sim.mount_xyz/mount_rpy need 3 values"),
+            (self.sim.bank_every >= 1, "sim.bank_every must be >= 1"),
+            (self.sim.cloud_max_points >= 1, "sim.cloud_max_points must be >= 1"),
         ]
         for ok, message in checks:
             if not ok:

@@ -152,8 +152,14 @@ class SpatiaWorld:
         r = self.config.render
         return render_memory(self.memory, self.intrinsics, poses, splat_scale=r.splat_scale, max_radius=r.max_radius, near=r.near)
 
-    def step_clip(self, poses, prompt: str | None = None, retrieve: bool = True, fuse: bool = True) -> ClipResult:
-        """Generate the frames at ``poses`` and remember them (steps 1-5 of the module docstring)."""
+    def step_clip(self, poses, prompt: str | None = None, retrieve: bool | None = None, remember: bool = True) -> ClipResult:
+        """Generate the frames at ``poses`` (steps 1-3 of the module docstring) and, if ``remember``,
+        fuse them into the memory and the frame bank (steps 4-5).
+
+        ``retrieve`` defaults to whether the generator uses reference frames.
+        """
+        if retrieve is None:
+            retrieve = getattr(self.generator, "uses_references", True)
         if self.init is None:
             self.reset()
         poses = validate_poses(poses)
@@ -200,10 +206,9 @@ class SpatiaWorld:
         depth = result.depth if result.depth is not None else self.depth_source.estimate(result.frames, scene, poses, self.intrinsics)
         dyn = self.dynamics.masks(result.frames, scene) if self.dynamics is not None else None
         frame_ids = []
-        for i in range(len(poses)):
-            if fuse:
-                self.memory.insert_frame(result.frames[i], depth[i], self.intrinsics, poses[i],
-                                         exclude_mask=None if dyn is None else dyn[i])
+        for i in range(len(poses) if remember else 0):
+            self.memory.insert_frame(result.frames[i], depth[i], self.intrinsics, poses[i],
+                                     exclude_mask=None if dyn is None else dyn[i])
             frame_ids.append(self._remember(result.frames[i], depth[i], poses[i], self.intrinsics))
         timings["fuse"] = time.perf_counter() - t0
         self.frames_generated += len(poses)
@@ -216,4 +221,4 @@ class SpatiaWorld:
         n = clip_frames or self.config.generator.clip_frames
         for c, start in enumerate(range(0, len(poses), n)):
             prompt = None if not prompts else prompts[min(c, len(prompts) - 1)]
-            yield self.step_clip(poses[start : start + n], prompt=prompt)
+            yield self.step_clip(poses[start : start + n], prompt=prompt, retrieve=True)

@@ -46,5 +46,6 @@ class Generator(Protocol):
     """A clip generator: ``generate(request) -> result`` with ``len(result.frames) == len(request.poses)``."""
 
     name: str
+    uses_references: bool  # whether reference frames change the output (retrieval is skipped if not)
 
     def generate(self, request: GenerationRequest) -> GenerationResult: ...

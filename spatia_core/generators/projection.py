@@ -37,6 +37,7 @@ class ProjectionGenerator:
     """Generator backend ``projection``: renders what the memory holds, fills the rest."""
 
     name = "projection"
+    uses_references = False  # it shows the memory; history and reference frames add nothing
 
     def __init__(self, device: str = "cpu"):
         self.device = torch.device(device)

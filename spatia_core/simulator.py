@@ -1,0 +1,162 @@
+"""WorldSimulator: the frame-by-frame simulator behind the ROS node (ROS-free, thread-safe).
+
+It owns a :class:`SpatiaWorld`, a :class:`KinematicBase` carrying the camera and the sim
+clock. Each :meth:`step` produces one frame: the camera moves (a pending placement, or the
+latest velocity command integrated over one period), the world generates the view, and sim
+time advances by exactly one period, so a slow generator never makes time lie (lockstep).
+Every ``sim.bank_every``-th frame is fused into the memory and the frame bank.
+
+Map files are confined to ``sim.map_dir``: names with folders, ``..`` or other suffixes than
+``.ply`` are refused.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .config import SpatiaConfig, WorldConfig
+from .errors import InputError
+from .geometry import validate_pose
+from .memory import add_points, load_ply, recolor_box, remove_box, save_ply
+from .robot import CameraMount, KinematicBase
+from .world import SpatiaWorld
+
+
+@dataclass
+class SimFrame:
+    """One produced frame with the state it was produced in."""
+
+    index: int
+    stamp_ns: int  # sim time of the frame
+    camera_pose: np.ndarray  # float64 (4, 4) map <- optical frame
+    base_pose: np.ndarray  # float64 (4, 4) odom <- base_link
+    twist: np.ndarray  # (vx, vy, wz) applied, base frame
+    rgb: np.ndarray  # uint8 (H, W, 3)
+    depth: np.ndarray  # float32 (H, W) metres rendered from memory, 0 = unknown
+    scene_rgb: np.ndarray  # uint8 (H, W, 3) scene projection
+    timings: dict = field(default_factory=dict)
+
+
+class WorldSimulator:
+    """Lockstep world simulator; all public methods may be called from any thread."""
+
+    def __init__(self, config: SpatiaConfig | None = None, world: SpatiaWorld | None = None):
+        self.config = config or SpatiaConfig()
+        s = self.config.sim
+        self.world = world or SpatiaWorld(self.config)
+        self.base = KinematicBase(s.base_model, CameraMount(list(s.mount_xyz), list(s.mount_rpy)), s.max_linear, s.max_angular)
+        self.period_ns = int(round(1e9 / s.rate_hz))
+        self.sim_time_ns = 0
+        self.frame_index = 0
+        self.lock = threading.RLock()
+        self._cmd = np.zeros(3)
+        self._cmd_time_ns: int | None = None
+        self._pending_pose: np.ndarray | None = None
+        self.map_dir = Path(s.map_dir).expanduser().resolve()
+        self.reset()
+
+    # -- inputs ----------------------------------------------------------------------------
+    def command_velocity(self, vx: float, vy: float, wz: float) -> np.ndarray:
+        """Set the body twist used by the next frames; :class:`InputError` if invalid."""
+        twist = self.base.check_twist(vx, vy, wz)
+        with self.lock:
+            self._cmd, self._cmd_time_ns = twist, self.sim_time_ns
+        return twist
+
+    def place_camera(self, camera_pose) -> None:
+        """Put the camera (optical frame, map) at ``camera_pose`` for the next frame."""
+        pose = validate_pose(camera_pose, "camera pose")
+        with self.lock:
+            self._pending_pose = pose
+
+    @property
+    def has_pending_pose(self) -> bool:
+        return self._pending_pose is not None
+
+    # -- stepping --------------------------------------------------------------------------
+    def _advance(self) -> np.ndarray:
+        if self._pending_pose is not None:
+            self.base.set_camera_pose(self._pending_pose)
+            self._pending_pose = None
+            return np.zeros(3)
+        timeout = self.config.sim.cmd_timeout
+        expired = self._cmd_time_ns is None or (timeout > 0 and self.sim_time_ns - self._cmd_time_ns >= timeout * 1e9)
+        twist = np.zeros(3) if expired else self._cmd
+        self.base.step(twist, self.period_ns * 1e-9)
+        return twist
+
+    def step(self, camera_pose=None) -> SimFrame:
+        """Produce one frame (at ``camera_pose`` if given) and advance sim time by one period."""
+        with self.lock:
+            if camera_pose is not None:
+                self.place_camera(camera_pose)
+            twist = self._advance()
+            cam = self.base.camera_pose()
+            remember = self.frame_index % self.config.sim.bank_every == 0
+            clip = self.world.step_clip(cam[None], remember=remember)
+            self.sim_time_ns += self.period_ns
+            frame = SimFrame(self.frame_index, self.sim_time_ns, cam, self.base.pose.copy(), twist,
+                             clip.frames[0], np.where(clip.visibility[0], clip.scene_depth[0], 0.0).astype(np.float32),
+                             clip.scene_rgb[0], clip.timings)
+            self.frame_index += 1
+            return frame
+
+    # -- world management ------------------------------------------------------------------
+    def reset(self, world: WorldConfig | None = None, camera_pose=None) -> None:
+        """Load a world and put the camera at ``camera_pose`` (default: the world's start).
+
+        Sim time keeps running (it never goes backwards); nothing changes if loading fails.
+        """
+        pose = validate_pose(camera_pose, "initial pose") if camera_pose is not None else None
+        with self.lock:
+            init = self.world.reset(world)
+            self.base.set_camera_pose(pose if pose is not None else init.start_pose)
+            self._cmd, self._cmd_time_ns, self._pending_pose = np.zeros(3), None, None
+
+    def map_path(self, name: str) -> Path:
+        """``map_dir / name`` after checking it stays inside ``map_dir`` and ends in ``.ply``."""
+        if not name or Path(name).name != name or name in (".", ".."):
+            raise InputError(f"map name {name!r} must be a plain file name inside the map directory")
+        if not name.endswith(".ply"):
+            raise InputError(f"map name {name!r} must end in .ply")
+        return self.map_dir / name
+
+    def save_map(self, name: str) -> Path:
+        path = self.map_path(name)
+        self.map_dir.mkdir(parents=True, exist_ok=True)
+        with self.lock:
+            return save_ply(self.world.memory, path)
+
+    def load_map(self, name: str) -> Path:
+        path = self.map_path(name)
+        with self.lock:
+            load_ply(path, self.world.memory)
+        return path
+
+    def edit(self, operation: str, lo=None, hi=None, color=None, points=None, colors=None) -> int:
+        """``remove_box`` / ``recolor_box`` / ``add_points``; returns the number of voxels changed."""
+        with self.lock:
+            mem = self.world.memory
+            if operation == "remove_box":
+                return remove_box(mem, lo, hi)
+            if operation == "recolor_box":
+                return recolor_box(mem, lo, hi, color)
+            if operation == "add_points":
+                if points is None or len(points) == 0:
+                    raise InputError("add_points needs a non-empty point cloud")
+                if colors is None:
+                    colors = np.full((len(points), 3), 200, np.uint8)
+                return add_points(mem, points, colors).voxels_touched
+        raise InputError(f"unknown edit operation {operation!r}")
+
+    def memory_cloud(self, max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """The memory's points, every n-th one so at most ``max_points`` remain: (xyz, rgb uint8)."""
+        max_points = max_points or self.config.sim.cloud_max_points
+        with self.lock:
+            xyz, rgb, _ = self.world.memory.to_numpy()
+        stride = max(1, -(-len(xyz) // max_points))
+        return xyz[::stride], rgb[::stride]
