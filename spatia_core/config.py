@@ -123,7 +123,7 @@ class SpatiaConfig:
             raise FileFormatError(f"cannot read config {path}: {exc}") from exc
         if not isinstance(data, dict):
             raise FileFormatError(f"config {path} must hold a mapping")
-        return cls.from_dict(data)
+        return cls.from_dict(unwrap_ros_params(data))
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -189,6 +189,20 @@ class SpatiaConfig:
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+
+
+def unwrap_ros_params(data: dict) -> dict:
+    """Accept a ROS 2 parameters file (``node_name: {ros__parameters: {...}}``) as a plain config.
+
+    Keys of the node that are not part of the schema (``use_sim_time``) are dropped.
+    """
+    if len(data) == 1:
+        (inner,) = data.values()
+        if isinstance(inner, dict) and "ros__parameters" in inner:
+            params = dict(inner["ros__parameters"] or {})
+            params.pop("use_sim_time", None)
+            return params
+    return data
 
 
 def _build(cls, data: dict, prefix: str):

@@ -1,0 +1,428 @@
+"""world_sim: the ROS 2 node around :class:`spatia_core.simulator.WorldSimulator`.
+
+Parameters are the flattened :class:`spatia_core.config.SpatiaConfig` (``memory.voxel_size``,
+``sim.rate_hz``, ...), defaulted from the schema and set from ``config/world_sim.yaml``.
+
+Inputs: ``cmd_vel`` (Twist, or TwistStamped with ``sim.cmd_vel_stamped``), ``camera_pose``
+(PoseStamped of the camera optical frame in the map frame).
+Outputs: ``camera/image_raw`` + ``camera/camera_info`` (same header, optical frame),
+``camera/depth/image_raw`` (32FC1 m) + ``camera/depth/camera_info``, ``camera/scene_projection``,
+``spatial_memory`` (PointCloud2, latched, throttled, downsampled), ``memory_info``, ``odom``,
+``/tf`` (map->odom->base_link), ``/tf_static`` (base_link->camera_link->optical), ``/clock``.
+Services: ``reset_world``, ``save_map``, ``load_map``, ``edit_memory``, ``step``, ``pause``,
+``resume``; action ``generate_trajectory``.
+
+Frames are produced by one worker thread; callbacks only validate and queue. Bad input is
+logged (throttled) and dropped; the node keeps publishing.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+import rclpy
+from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rclpy.action import ActionServer, GoalResponse
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rosgraph_msgs.msg import Clock
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2
+from std_srvs.srv import Trigger
+
+from spatia_core.config import SpatiaConfig, WorldConfig
+from spatia_core.errors import SpatiaError
+from spatia_core.simulator import SimFrame, WorldSimulator
+from spatia_ros import conversions as cv
+from spatia_ros.action import GenerateTrajectory
+from spatia_ros.msg import MemoryInfo
+from spatia_ros.srv import EditMemory, LoadMap, ResetWorld, SaveMap, Step
+from spatia_ros.tf_publisher import TfPublisher
+
+LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
+RELIABLE_10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+WORLD_KINDS = {ResetWorld.Request.BUILTIN: "builtin", ResetWorld.Request.RGBD_FOLDER: "rgbd_folder",
+               ResetWorld.Request.PLY: "ply", ResetWorld.Request.IMAGE_DEPTH: "image_depth"}
+EDIT_OPS = {EditMemory.Request.REMOVE_BOX: "remove_box", EditMemory.Request.RECOLOR_BOX: "recolor_box",
+            EditMemory.Request.ADD_POINTS: "add_points"}
+#: Parameters that may change while running; the others need a restart (or reset_world).
+DYNAMIC = {"generator.prompt", "sim.cmd_timeout", "sim.max_linear", "sim.max_angular", "sim.cloud_rate_hz",
+           "sim.cloud_max_points", "sim.max_input_rate_hz"}
+
+
+@dataclass
+class _Job:
+    """Frames requested by the step service or the action: ``count`` frames or these ``poses``."""
+
+    count: int = 0
+    poses: list = field(default_factory=list)
+    feedback: object = None
+    done: threading.Event = field(default_factory=threading.Event)
+    produced: int = 0
+    error: str = ""
+
+
+def declare_config(node: Node, cfg: SpatiaConfig) -> SpatiaConfig:
+    """Declare every schema key as a parameter (defaults from ``cfg``) and read them back."""
+    flat = cfg.flatten()
+    for name, default in flat.items():
+        if isinstance(default, list):
+            kind = ParameterType.PARAMETER_INTEGER_ARRAY if name == "world.frames" else ParameterType.PARAMETER_DOUBLE_ARRAY
+            node.declare_parameter(name, default, ParameterDescriptor(type=kind))
+        else:
+            node.declare_parameter(name, default)
+    values = {name: node.get_parameter(name).value for name in flat}
+    return cfg.with_overrides({k: list(v) if isinstance(v, (list, tuple, np.ndarray)) else v for k, v in values.items()})
+
+
+class WorldSimNode(Node):
+    def __init__(self, **kwargs):
+        super().__init__("world_sim", **kwargs)
+        self.config = declare_config(self, SpatiaConfig())
+        s = self.config.sim
+        self.get_logger().info(f"loading world '{self.config.world.source}' ...")
+        self.sim = WorldSimulator(self.config)
+        self.paused = s.start_paused
+        self._cv = threading.Condition()
+        self._jobs: deque[_Job] = deque()
+        self._stop = threading.Event()
+        self._last_input: dict[str, float] = {}
+        self._cloud_revision = -1
+        self._last_frame: SimFrame | None = None
+
+        sensor, cbg = qos_profile_sensor_data, ReentrantCallbackGroup()
+        self.pub_image = self.create_publisher(Image, "camera/image_raw", sensor)
+        self.pub_info = self.create_publisher(CameraInfo, "camera/camera_info", sensor)
+        self.pub_depth = self.create_publisher(Image, "camera/depth/image_raw", sensor)
+        self.pub_depth_info = self.create_publisher(CameraInfo, "camera/depth/camera_info", sensor)
+        self.pub_scene = self.create_publisher(Image, "camera/scene_projection", sensor)
+        self.pub_cloud = self.create_publisher(PointCloud2, "spatial_memory", LATCHED)
+        self.pub_mem_info = self.create_publisher(MemoryInfo, "memory_info", LATCHED)
+        self.pub_odom = self.create_publisher(Odometry, "odom", RELIABLE_10)
+        self.pub_clock = self.create_publisher(Clock, "/clock", RELIABLE_10) if s.publish_clock else None
+        self.tf = TfPublisher(self)
+
+        inputs = MutuallyExclusiveCallbackGroup()
+        twist_type = TwistStamped if s.cmd_vel_stamped else Twist
+        self.create_subscription(twist_type, "cmd_vel", self._on_cmd_vel, 10, callback_group=inputs)
+        self.create_subscription(PoseStamped, "camera_pose", self._on_camera_pose, 10, callback_group=inputs)
+        self.create_service(ResetWorld, "reset_world", self._on_reset, callback_group=cbg)
+        self.create_service(SaveMap, "save_map", self._on_save, callback_group=cbg)
+        self.create_service(LoadMap, "load_map", self._on_load, callback_group=cbg)
+        self.create_service(EditMemory, "edit_memory", self._on_edit, callback_group=cbg)
+        self.create_service(Step, "step", self._on_step, callback_group=cbg)
+        self.create_service(Trigger, "pause", lambda req, res: self._set_paused(True, res), callback_group=cbg)
+        self.create_service(Trigger, "resume", lambda req, res: self._set_paused(False, res), callback_group=cbg)
+        self._action = ActionServer(self, GenerateTrajectory, "generate_trajectory", self._on_generate,
+                                    goal_callback=self._on_goal, callback_group=cbg)
+        self.create_timer(1.0 / max(s.cloud_rate_hz, 1e-3), self._publish_memory, callback_group=MutuallyExclusiveCallbackGroup())
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        self._publish_static_tf()
+        self._publish_memory(force=True)
+        self._worker = threading.Thread(target=self._run, name="world_sim_worker", daemon=True)
+        self._worker.start()
+        k = self.sim.world.intrinsics
+        self.get_logger().info(
+            f"world_sim ready: {self.sim.world.init.source} world, {len(self.sim.world.memory)} voxels, "
+            f"{k.width}x{k.height} @ {s.rate_hz:g} Hz, backend {self.sim.world.generator.name}, "
+            f"{'paused' if self.paused else 'running'}, tf via {self.tf.backend}"
+        )
+
+    # -- worker ----------------------------------------------------------------------------
+    def _run(self) -> None:
+        period = 1.0 / self.config.sim.rate_hz
+        due = time.monotonic()
+        while not self._stop.is_set():
+            with self._cv:
+                job = None
+                while not self._stop.is_set():
+                    if self._jobs:
+                        job = self._jobs[0]
+                        break
+                    now = time.monotonic()
+                    if not self.paused and (now >= due or (self.config.sim.render_on_pose and self.sim.has_pending_pose)):
+                        break
+                    self._cv.wait(timeout=0.1 if self.paused else max(due - now, 0.0))
+            if self._stop.is_set():
+                break
+            if job is None:
+                due = max(due + period, time.monotonic())
+                self._produce()
+            else:
+                self._run_job(job)
+
+    def _run_job(self, job: _Job) -> None:
+        total = len(job.poses) or max(job.count, 1)
+        while job.produced < total and not self._stop.is_set():
+            pose = job.poses[job.produced] if job.poses else None
+            if not self._produce(pose):
+                job.error = "frame production failed (see the node's log)"
+                break
+            job.produced += 1
+            if job.feedback:
+                job.feedback(job.produced, total)
+        with self._cv:
+            self._jobs.popleft()
+        job.done.set()
+
+    def _produce(self, pose=None) -> bool:
+        try:
+            frame = self.sim.step(pose)
+        except SpatiaError as exc:
+            self.get_logger().error(f"frame not produced: {exc}", throttle_duration_sec=2.0)
+            return False
+        except Exception as exc:  # keep the node alive whatever the backend raises
+            self.get_logger().error(f"frame not produced ({type(exc).__name__}): {exc}", throttle_duration_sec=2.0)
+            return False
+        self._publish_frame(frame)
+        return True
+
+    # -- publishing ------------------------------------------------------------------------
+    def _stamp(self, frame: SimFrame) -> int:
+        return frame.stamp_ns if self.pub_clock is not None else self.get_clock().now().nanoseconds
+
+    def _publish_frame(self, frame: SimFrame) -> None:
+        s = self.config.sim
+        ns = self._stamp(frame)
+        if self.pub_clock is not None:
+            self.pub_clock.publish(Clock(clock=cv.ns_to_time(ns)))
+        hdr = cv.header(s.optical_frame, ns)
+        k = self.sim.world.intrinsics
+        info = cv.camera_info_msg(k, hdr)
+        self.pub_image.publish(cv.image_msg(frame.rgb, "rgb8", hdr))
+        self.pub_info.publish(info)
+        self.pub_depth.publish(cv.image_msg(frame.depth, "32FC1", hdr))
+        self.pub_depth_info.publish(info)
+        self.pub_scene.publish(cv.image_msg(frame.scene_rgb, "rgb8", hdr))
+        self.pub_odom.publish(cv.odometry_msg(s.odom_frame, s.base_frame, frame.base_pose, frame.twist, ns))
+        self.tf.send([cv.transform_msg(s.map_frame, s.odom_frame, np.eye(4), ns),
+                      cv.transform_msg(s.odom_frame, s.base_frame, frame.base_pose, ns)])
+        self._last_frame = frame
+
+    def _publish_static_tf(self) -> None:
+        s, mount = self.config.sim, self.sim.base.mount
+        self.tf.send_static([cv.transform_msg(s.base_frame, s.camera_frame, mount.base_to_link(), 0),
+                             cv.transform_msg(s.camera_frame, s.optical_frame, mount.link_to_optical(), 0)])
+
+    def _publish_memory(self, force: bool = False) -> None:
+        mem = self.sim.world.memory
+        if not force and mem.revision == self._cloud_revision:
+            return
+        with self.sim.lock:
+            stats = mem.stats()
+        xyz, rgb = self.sim.memory_cloud(self.config.sim.cloud_max_points)
+        ns = self._last_frame.stamp_ns if (self._last_frame and self.pub_clock) else self.get_clock().now().nanoseconds
+        hdr = cv.header(self.config.sim.map_frame, ns)
+        self.pub_cloud.publish(cv.pointcloud2_msg(xyz, rgb, hdr))
+        info = MemoryInfo(header=hdr, revision=stats.revision, voxel_count=stats.voxels, voxel_size=stats.voxel_size,
+                          frames_fused=stats.frames_fused, memory_bytes=stats.memory_bytes)
+        info.bounds_min.x, info.bounds_min.y, info.bounds_min.z = stats.bounds_min
+        info.bounds_max.x, info.bounds_max.y, info.bounds_max.z = stats.bounds_max
+        self.pub_mem_info.publish(info)
+        self._cloud_revision = stats.revision
+
+    # -- inputs ----------------------------------------------------------------------------
+    def _rate_ok(self, topic: str) -> bool:
+        now = time.monotonic()
+        if now - self._last_input.get(topic, -1e9) < 1.0 / self.config.sim.max_input_rate_hz:
+            self.get_logger().warning(
+                f"{topic} arrives faster than sim.max_input_rate_hz={self.config.sim.max_input_rate_hz:g}: dropped",
+                throttle_duration_sec=2.0)
+            return False
+        self._last_input[topic] = now
+        return True
+
+    def _on_cmd_vel(self, msg) -> None:
+        if not self._rate_ok("cmd_vel"):
+            return
+        if isinstance(msg, TwistStamped):
+            if msg.header.frame_id not in ("", self.config.sim.base_frame):
+                self.get_logger().warning(f"cmd_vel in unknown frame {msg.header.frame_id!r}: dropped", throttle_duration_sec=2.0)
+                return
+            msg = msg.twist
+        try:
+            self.sim.command_velocity(msg.linear.x, msg.linear.y, msg.angular.z)
+        except SpatiaError as exc:
+            self.get_logger().warning(f"cmd_vel dropped: {exc}", throttle_duration_sec=2.0)
+
+    def _on_camera_pose(self, msg: PoseStamped) -> None:
+        if not self._rate_ok("camera_pose"):
+            return
+        s = self.config.sim
+        if msg.header.frame_id not in (s.map_frame, s.odom_frame):
+            self.get_logger().warning(
+                f"camera_pose in unknown frame {msg.header.frame_id!r} (expected {s.map_frame!r}): dropped",
+                throttle_duration_sec=2.0)
+            return
+        try:
+            self.sim.place_camera(cv.pose_to_matrix(msg.pose))
+        except SpatiaError as exc:
+            self.get_logger().warning(f"camera_pose dropped: {exc}", throttle_duration_sec=2.0)
+            return
+        with self._cv:
+            self._cv.notify_all()
+
+    # -- services --------------------------------------------------------------------------
+    def _queue(self, job: _Job, timeout: float) -> _Job:
+        with self._cv:
+            self._jobs.append(job)
+            self._cv.notify_all()
+        if not job.done.wait(timeout):
+            job.error = job.error or f"timed out after {timeout:.0f} s"
+        return job
+
+    def _on_step(self, req, res):
+        job = self._queue(_Job(count=max(int(req.frames), 1)), timeout=60.0 + 10.0 * max(int(req.frames), 1))
+        res.frames_published = job.produced
+        res.success = not job.error
+        res.message = job.error or f"published {job.produced} frame(s)"
+        res.sim_time = cv.ns_to_time(self.sim.sim_time_ns)
+        return res
+
+    def _set_paused(self, paused: bool, res):
+        with self._cv:
+            self.paused = paused
+            self._cv.notify_all()
+        res.success, res.message = True, "paused" if paused else "running"
+        return res
+
+    def _on_reset(self, req, res):
+        kind = WORLD_KINDS.get(req.kind)
+        if kind is None:
+            res.success, res.message = False, f"unknown world kind {req.kind}"
+            return res
+        try:
+            world = WorldConfig(**{**self.config.world.__dict__, "source": kind, "path": req.path,
+                                   "depth_path": req.depth_path, "seed": int(req.seed)})
+            pose = cv.pose_to_matrix(req.initial_pose) if req.use_initial_pose else None
+            self.sim.reset(world, pose)
+        except SpatiaError as exc:
+            res.success, res.message = False, str(exc)
+            return res
+        self._publish_memory(force=True)
+        res.success, res.message = True, f"{kind} world loaded: {len(self.sim.world.memory)} voxels"
+        return res
+
+    def _on_save(self, req, res):
+        try:
+            res.path = str(self.sim.save_map(req.filename))
+            res.success, res.message = True, f"saved {len(self.sim.world.memory)} voxels"
+        except SpatiaError as exc:
+            res.success, res.message = False, str(exc)
+        return res
+
+    def _on_load(self, req, res):
+        try:
+            res.path = str(self.sim.load_map(req.filename))
+            res.success, res.message = True, f"loaded {len(self.sim.world.memory)} voxels"
+            self._publish_memory(force=True)
+        except SpatiaError as exc:
+            res.success, res.message = False, str(exc)
+        return res
+
+    def _on_edit(self, req, res):
+        op = EDIT_OPS.get(req.operation)
+        try:
+            if op is None:
+                raise SpatiaError(f"unknown edit operation {req.operation}")
+            lo = [req.box_min.x, req.box_min.y, req.box_min.z]
+            hi = [req.box_max.x, req.box_max.y, req.box_max.z]
+            colour = [req.color.r, req.color.g, req.color.b]
+            points = colours = None
+            if op == "add_points":
+                points, colours = cv.pointcloud2_to_numpy(req.points)
+                if req.points.header.frame_id not in ("", self.config.sim.map_frame):
+                    raise SpatiaError(f"points must be in the {self.config.sim.map_frame!r} frame")
+                if colours is None:
+                    colours = np.tile((np.clip(colour, 0, 1) * 255).astype(np.uint8), (len(points), 1))
+            res.voxels_changed = self.sim.edit(op, lo, hi, colour, points, colours)
+            res.success, res.message = True, f"{op}: {res.voxels_changed} voxels changed"
+            self._publish_memory(force=True)
+        except SpatiaError as exc:
+            res.success, res.message = False, str(exc)
+        return res
+
+    # -- action ----------------------------------------------------------------------------
+    def _on_goal(self, goal) -> GoalResponse:
+        if not goal.poses:
+            self.get_logger().warning("generate_trajectory goal without poses: rejected")
+            return GoalResponse.REJECT
+        return GoalResponse.ACCEPT
+
+    def _on_generate(self, handle):
+        result = GenerateTrajectory.Result()
+        try:
+            poses = []
+            for i, p in enumerate(handle.request.poses):
+                if p.header.frame_id not in ("", self.config.sim.map_frame, self.config.sim.odom_frame):
+                    raise SpatiaError(f"pose {i} is in unknown frame {p.header.frame_id!r}")
+                poses.append(cv.pose_to_matrix(p.pose))
+        except SpatiaError as exc:
+            handle.abort()
+            result.success, result.message = False, str(exc)
+            return result
+        if handle.request.prompt:
+            self.sim.world.config.generator.prompt = handle.request.prompt
+
+        def feedback(done, total):
+            handle.publish_feedback(GenerateTrajectory.Feedback(frames_done=done, frames_total=total))
+
+        job = self._queue(_Job(poses=poses, feedback=feedback), timeout=60.0 + 10.0 * len(poses))
+        result.frames, result.success = job.produced, not job.error
+        result.message = job.error or f"generated {job.produced} frames"
+        handle.succeed() if result.success else handle.abort()
+        return result
+
+    # -- parameters ------------------------------------------------------------------------
+    def _on_set_parameters(self, params) -> SetParametersResult:
+        changes = {p.name: p.value for p in params if p.name in self.config.flatten()}
+        if not changes:
+            return SetParametersResult(successful=True)
+        fixed = sorted(set(changes) - DYNAMIC)
+        if fixed:
+            return SetParametersResult(successful=False, reason=f"{', '.join(fixed)} take effect only at start-up")
+        try:
+            new = self.config.with_overrides(changes)
+        except SpatiaError as exc:
+            return SetParametersResult(successful=False, reason=str(exc))
+        self.config.sim, self.config.generator = new.sim, new.generator
+        self.sim.config.sim, self.sim.config.generator = new.sim, new.generator
+        self.sim.world.config.generator = new.generator
+        self.sim.base.max_linear, self.sim.base.max_angular = new.sim.max_linear, new.sim.max_angular
+        return SetParametersResult(successful=True)
+
+    def shutdown(self) -> None:
+        self._stop.set()
+        with self._cv:
+            self._cv.notify_all()
+        self._worker.join(timeout=5.0)
+
+
+def main(args=None) -> None:
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = WorldSimNode()
+        executor = MultiThreadedExecutor(num_threads=4)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except SpatiaError as exc:
+        print(f"world_sim: error: {exc}")
+    finally:
+        if node is not None:
+            node.shutdown()
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+if __name__ == "__main__":
+    main()
