@@ -7,7 +7,9 @@ Per clip of target poses:
 3. generate the clip, conditioned on the scene projection, the history frames (the last
    ``history_frames`` frames) and the references;
 4. get depth for the generated frames (the backend's own, else the depth source) and a mask of
-   dynamic pixels (the dynamics source), and fuse the static part into the memory;
+   dynamic pixels (the dynamics source); voxels the view shows count as observed, and static
+   pixels the memory did not explain are fused as new geometry (where the memory covers a
+   pixel it is authoritative);
 5. add the frames to the frame bank and the history.
 """
 
@@ -165,7 +167,8 @@ class SpatiaWorld:
         poses = validate_poses(poses)
         timings = {}
         t0 = time.perf_counter()
-        scene = self.render(poses).numpy()
+        projection = self.render(poses)
+        scene = projection.numpy()
         timings["render"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
@@ -206,9 +209,13 @@ class SpatiaWorld:
         depth = result.depth if result.depth is not None else self.depth_source.estimate(result.frames, scene, poses, self.intrinsics)
         dyn = self.dynamics.masks(result.frames, scene) if self.dynamics is not None else None
         frame_ids = []
+        # The memory is authoritative where it covers a pixel: those voxels count as observed,
+        # and only pixels it does not explain (and that are not dynamic) add geometry.
+        observed = [projection.index[i][projection.mask[i]] for i in range(len(poses))] if remember else []
         for i in range(len(poses) if remember else 0):
+            exclude = scene["mask"][i] if dyn is None else scene["mask"][i] | dyn[i]
             self.memory.insert_frame(result.frames[i], depth[i], self.intrinsics, poses[i],
-                                     exclude_mask=None if dyn is None else dyn[i])
+                                     exclude_mask=exclude, observed=observed[i])
             frame_ids.append(self._remember(result.frames[i], depth[i], poses[i], self.intrinsics))
         timings["fuse"] = time.perf_counter() - t0
         self.frames_generated += len(poses)

@@ -18,6 +18,7 @@ logged (throttled) and dropped; the node keeps publishing.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import deque
@@ -94,6 +95,7 @@ class WorldSimNode(Node):
         self._jobs: deque[_Job] = deque()
         self._stop = threading.Event()
         self._last_input: dict[str, float] = {}
+        self._warned: dict[str, float] = {}
         self._cloud_revision = -1
         self._last_frame: SimFrame | None = None
 
@@ -229,12 +231,18 @@ class WorldSimNode(Node):
         self._cloud_revision = stats.revision
 
     # -- inputs ----------------------------------------------------------------------------
+    def _warn(self, text: str, period: float = 2.0) -> None:
+        """Log a warning, at most once per ``period`` for messages that differ only in numbers."""
+        key = re.sub(r"[-+]?\d[\d.e+-]*", "#", text)
+        now = time.monotonic()
+        if now - self._warned.get(key, -1e9) >= period:
+            self._warned[key] = now
+            self.get_logger().warning(text)
+
     def _rate_ok(self, topic: str) -> bool:
         now = time.monotonic()
         if now - self._last_input.get(topic, -1e9) < 1.0 / self.config.sim.max_input_rate_hz:
-            self.get_logger().warning(
-                f"{topic} arrives faster than sim.max_input_rate_hz={self.config.sim.max_input_rate_hz:g}: dropped",
-                throttle_duration_sec=2.0)
+            self._warn(f"{topic} arrives faster than sim.max_input_rate_hz={self.config.sim.max_input_rate_hz:g}: dropped")
             return False
         self._last_input[topic] = now
         return True
@@ -244,27 +252,25 @@ class WorldSimNode(Node):
             return
         if isinstance(msg, TwistStamped):
             if msg.header.frame_id not in ("", self.config.sim.base_frame):
-                self.get_logger().warning(f"cmd_vel in unknown frame {msg.header.frame_id!r}: dropped", throttle_duration_sec=2.0)
+                self._warn(f"cmd_vel in unknown frame {msg.header.frame_id!r}: dropped")
                 return
             msg = msg.twist
         try:
             self.sim.command_velocity(msg.linear.x, msg.linear.y, msg.angular.z)
         except SpatiaError as exc:
-            self.get_logger().warning(f"cmd_vel dropped: {exc}", throttle_duration_sec=2.0)
+            self._warn(f"cmd_vel dropped: {exc}")
 
     def _on_camera_pose(self, msg: PoseStamped) -> None:
         if not self._rate_ok("camera_pose"):
             return
         s = self.config.sim
         if msg.header.frame_id not in (s.map_frame, s.odom_frame):
-            self.get_logger().warning(
-                f"camera_pose in unknown frame {msg.header.frame_id!r} (expected {s.map_frame!r}): dropped",
-                throttle_duration_sec=2.0)
+            self._warn(f"camera_pose in unknown frame {msg.header.frame_id!r} (expected {s.map_frame!r}): dropped")
             return
         try:
             self.sim.place_camera(cv.pose_to_matrix(msg.pose))
         except SpatiaError as exc:
-            self.get_logger().warning(f"camera_pose dropped: {exc}", throttle_duration_sec=2.0)
+            self._warn(f"camera_pose dropped: {exc}")
             return
         with self._cv:
             self._cv.notify_all()

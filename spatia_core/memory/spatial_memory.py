@@ -181,12 +181,13 @@ class SpatialMemory:
         return self.xyz.cpu().numpy().copy(), rgb.cpu().numpy(), self.counts.cpu().numpy().copy()
 
     # -- fusion ----------------------------------------------------------------------------
-    def insert_points(self, xyz, rgb, counts=None) -> FuseResult:
+    def insert_points(self, xyz, rgb, counts=None, observed=None) -> FuseResult:
         """Fuse world points ``xyz`` float (N, 3) with colours ``rgb`` (uint8 or float [0, 1]).
 
         Points falling into one voxel are averaged first. Without ``counts`` the call counts as
         one observation of every touched voxel; with ``counts`` (N,) each point carries that
-        many observations (used to load a saved map).
+        many observations (used to load a saved map). ``observed`` (int64 voxel indices, e.g. the
+        ``index`` of a rendered view) marks voxels seen in this frame without changing them.
         """
         xyz = torch.as_tensor(np.asarray(xyz) if not torch.is_tensor(xyz) else xyz, device=self.device)
         rgb = torch.as_tensor(np.asarray(rgb) if not torch.is_tensor(rgb) else rgb, device=self.device)
@@ -199,6 +200,11 @@ class SpatialMemory:
         frame = self.frames_fused
         self.frames_fused += 1
         self.revision += 1
+        if observed is not None:
+            seen = torch.as_tensor(observed, device=self.device).reshape(-1)
+            seen = torch.unique(seen[(seen >= 0) & (seen < self._n)])
+            self._count[seen] += 1
+            self._last_seen[seen] = frame
         if xyz.shape[0] == 0:
             return FuseResult(0, 0, 0, 0)
         rgb = _as_rgb_float(rgb)
@@ -234,10 +240,12 @@ class SpatialMemory:
         evicted = self._evict() if self._n > self.max_voxels else 0
         return FuseResult(int(xyz.shape[0]), m, int(is_new.sum()), evicted)
 
-    def insert_frame(self, rgb, depth, intrinsics: Intrinsics, pose, exclude_mask=None) -> FuseResult:
+    def insert_frame(self, rgb, depth, intrinsics: Intrinsics, pose, exclude_mask=None, observed=None) -> FuseResult:
         """Fuse an RGB-D frame: ``rgb`` (H, W, 3) uint8 or float, ``depth`` float (H, W) metres
         (0 = no reading), ``pose`` camera-to-world (4, 4), ``exclude_mask`` bool (H, W) of pixels
-        to leave out (dynamic things). Nothing changes if any input is invalid.
+        to leave out (dynamic things, or what the memory already explains), ``observed`` voxel
+        indices seen by the frame (see :meth:`insert_points`). Nothing changes if any input is
+        invalid.
         """
         pose = validate_pose(pose)
         rgb, depth, mask = check_rgbd(rgb, depth, intrinsics, exclude_mask)
@@ -247,7 +255,7 @@ class SpatialMemory:
             valid &= ~torch.as_tensor(mask, device=self.device)
         xyz = backproject(depth_t, intrinsics, torch.as_tensor(pose, device=self.device), valid)
         colors = torch.as_tensor(rgb, device=self.device)[valid]
-        return self.insert_points(xyz, colors)
+        return self.insert_points(xyz, colors, observed=observed)
 
     def _block_ids(self, xyz: torch.Tensor) -> torch.Tensor:
         """Ids of the coarse culling blocks containing ``xyz``, registering new blocks."""

@@ -86,3 +86,17 @@ def test_reset_keeps_time_monotonic(sim):
     assert sim.step().stamp_ns > t
     xyz, rgb = sim.memory_cloud(1000)
     assert len(xyz) <= 1000 and rgb.dtype == np.uint8
+
+
+def test_projection_backend_leaves_geometry_unchanged(sim):
+    """Re-showing the memory must not grow or move it (only observation counts change)."""
+    sim.reset()
+    mem = sim.world.memory
+    n, xyz = len(mem), mem.xyz.clone()
+    counts = mem.counts.clone()
+    sim.command_velocity(0.5, 0.0, 0.4)
+    for _ in range(12):
+        sim.step()
+    assert len(mem) == n
+    assert (mem.xyz == xyz).all()
+    assert (mem.counts >= counts).all() and (mem.counts > counts).any()
