@@ -103,3 +103,14 @@ class KinematicBase:
         self.pose = cam @ invert_pose(self.mount.base_to_optical())
         self.twist = np.zeros(3)
         return self.pose
+
+
+def demo_velocity(t: float, linear: float = 0.3, angular: float = 0.4) -> tuple[float, float, float]:
+    """The demo drive, a body twist ``(vx, vy, wz)`` at time ``t`` seconds (repeats forever).
+
+    Look around in place (one full turn), then drive one full circle of radius
+    ``linear / angular`` (0.75 m by default), which ends where it started.
+    """
+    turn = 2 * np.pi / angular
+    t = t % (2 * turn)
+    return (0.0, 0.0, angular) if t < turn else (linear, 0.0, angular)

@@ -8,7 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import rclpy
+try:
+    import rclpy
+except ImportError:
+    rclpy = None
 
 pytestmark = pytest.mark.skipif(rclpy is None, reason="rclpy is not importable; run scripts/setup.sh")
 

@@ -1,0 +1,92 @@
+"""Shared set-up for the ROS tests: a private DDS domain per run, rclpy and peer-process helpers."""
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+
+# A random domain per test run, so concurrent runs on one machine never see each other.
+os.environ['ROS_DOMAIN_ID'] = os.environ.get('SPATIA_TEST_DOMAIN_ID') or str(random.randint(1, 200))
+os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+
+import spatia_ros  # noqa: E402,F401  (environment: LARGE_DATA, generated interfaces)
+
+try:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+except ImportError as exc:  # pragma: no cover - depends on the environment
+    rclpy = None
+    RCLPY_MISSING = f'rclpy is not importable ({exc}); run scripts/setup.sh or source ROS 2'
+else:
+    RCLPY_MISSING = ''
+
+
+class RosHarness:
+    """One node in its own rclpy context, spun on demand."""
+
+    def __init__(self):
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(f'spatia_test_{uuid.uuid4().hex[:8]}', context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def spin_until(self, predicate, timeout=20.0):
+        """Spin until predicate() is true; returns its final value (falsy on timeout)."""
+        deadline = time.monotonic() + timeout
+        while not predicate() and time.monotonic() < deadline:
+            self.executor.spin_once(timeout_sec=0.05)
+        return predicate()
+
+    def close(self):
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+@pytest.fixture(scope='module')
+def ros():
+    if rclpy is None:
+        pytest.skip(RCLPY_MISSING)
+    harness = RosHarness()
+    yield harness
+    harness.close()
+
+
+@pytest.fixture(scope='module')
+def python_process():
+    """start(code) runs code in a child Python (same environment) and waits for it to print
+    'READY'; its later output is collected in proc.output. Children end with the module."""
+    procs = []
+
+    def start(code, ready_timeout=30.0):
+        proc = subprocess.Popen([sys.executable, '-c', code], stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        procs.append(proc)
+        proc.output, ready = [], threading.Event()
+
+        def drain():  # reads all output, so a chatty child never blocks on a full pipe
+            for line in proc.stdout:
+                proc.output.append(line)
+                if line.strip() == 'READY':
+                    ready.set()
+            ready.set()  # EOF: the child is gone
+
+        threading.Thread(target=drain, daemon=True).start()
+        if ready.wait(ready_timeout) and 'READY\n' in proc.output and proc.poll() is None:
+            return proc
+        proc.kill()
+        pytest.fail('child process did not start:\n' + ''.join(proc.output[-30:]))
+
+    yield start
+    for proc in procs:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
