@@ -44,10 +44,15 @@ class VideoWriter:
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
-    """All frames of a video, uint8 (T, H, W, 3)."""
-    import imageio.v2 as imageio
+    """All frames of a video, uint8 (T, H, W, 3) (decoded by the ffmpeg of imageio-ffmpeg)."""
+    import imageio_ffmpeg
 
+    if not Path(path).is_file():
+        raise FileFormatError(f"no such video: {path}")
     try:
-        return np.stack(list(imageio.get_reader(path)))
-    except Exception as exc:
+        reader = imageio_ffmpeg.read_frames(str(path))
+        width, height = next(reader)["size"]
+        frames = [np.frombuffer(f, np.uint8).reshape(height, width, 3) for f in reader]
+    except (RuntimeError, OSError, StopIteration) as exc:
         raise FileFormatError(f"cannot read video {path}: {exc}") from exc
+    return np.stack(frames) if frames else np.zeros((0, height, width, 3), np.uint8)

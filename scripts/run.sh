@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Set everything up (scripts/setup.sh) and run the simulator on the built-in world, no weights:
+#  1. the `spatia` CLI generates a closed-loop clip into out/loop/ (videos, memory, poses);
+#  2. `spatia-sim` starts the ROS 2 world simulator, drives it along the demo path for
+#     $DURATION seconds (default 20) and records the session to out/session_<time>/ (MCAP).
+#   bash scripts/run.sh
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+bash scripts/setup.sh
+export PATH=$ROOT/.venv/bin:$PATH
+spatia generate --world builtin --trajectory loop --frames 72 --out out/loop --set camera.width=320 --set camera.height=240
+spatia-sim --demo --duration "${DURATION:-20}" --record "out/session_$(date +%Y%m%d_%H%M%S)" --logs out/logs
