@@ -2,6 +2,7 @@
 
     spatia generate --world builtin --trajectory loop --frames 48 --out out/
     spatia info out/memory.ply
+    spatia replay recorded_bag/ --out rendered_bag/
 
 Errors caused by the input print one line (``spatia: error: ...``) and exit with status 2.
 """
@@ -49,6 +50,18 @@ def _parser() -> argparse.ArgumentParser:
     i = sub.add_parser("info", help="print statistics of a saved map (.ply)")
     i.add_argument("map", help="a .ply point cloud")
     i.add_argument("--voxel-size", type=float, default=None, help="re-voxelise at this size (default: as saved, 0.01)")
+    r = sub.add_parser("replay", help="render the world along the camera path of a rosbag2 into a new bag")
+    r.add_argument("bag", help="input rosbag2 folder (MCAP or sqlite3)")
+    r.add_argument("--out", required=True, help="output bag folder (must not exist)")
+    r.add_argument("--topic", default=None, help="PoseStamped, Odometry or /tf topic (default: picked automatically)")
+    r.add_argument("--pose-kind", default="auto", choices=("auto", "camera", "base"),
+                   help="what the poses are: the camera optical frame or the base (camera through the mount)")
+    r.add_argument("--storage", default="mcap", choices=("mcap", "sqlite3"), help="storage of the output bag")
+    r.add_argument("--config", default="", help="YAML config file (same schema as the ROS node)")
+    r.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    r.add_argument("--width", type=int, default=None)
+    r.add_argument("--height", type=int, default=None)
+    r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
     p.add_argument("-v", "--verbose", action="store_true", help="log debug information")
     return p
 
@@ -163,11 +176,24 @@ def cmd_info(args) -> int:
     return 0
 
 
+def cmd_replay(args) -> int:
+    from .bags import replay
+
+    cfg = SpatiaConfig.from_yaml(args.config) if args.config else SpatiaConfig()
+    size = {k: v for k, v in (("camera.width", args.width), ("camera.height", args.height)) if v is not None}
+    cfg = cfg.with_overrides(size) if size else cfg
+    cfg = cfg.with_overrides(args.set) if args.set else cfg
+    summary = replay(args.bag, args.out, cfg, topic=args.topic, pose_kind=args.pose_kind, storage=args.storage,
+                     progress=not args.no_progress)
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"generate": cmd_generate, "info": cmd_info}[args.command](args)
+        return {"generate": cmd_generate, "info": cmd_info, "replay": cmd_replay}[args.command](args)
     except SpatiaError as exc:
         print(f"spatia: error: {exc}", file=sys.stderr)
         return 2

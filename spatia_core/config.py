@@ -51,6 +51,7 @@ class RenderConfig:
     splat_scale: float = 1.25  # splat footprint relative to a voxel's projected size
     max_radius: int = 8  # largest splat is a square of 2 * max_radius + 1 pixels
     near: float = 0.05  # near clipping distance, metres
+    compile: bool = True  # fuse the per-point projection with torch.compile (falls back to eager)
 
 
 @dataclass

@@ -8,11 +8,15 @@ on their projection. Neighbouring voxels of a surface therefore overlap on scree
 out closed and nothing behind a wall shows through its gaps. Large squares cost at most the
 screen area they cover, since only near points get them. Depth tests use one ``scatter_reduce(amin)`` over
 keys packing quantised depth (high bits) and point index (low bits). Before projecting, coarse
-blocks of the memory are culled against the view frustum. Pure torch: runs on CPU and CUDA.
+blocks of the memory are culled against the view frustum. The per-point projection is one
+expression that ``torch.compile`` fuses into a single loop (``compile=True``; eager otherwise,
+or when no compiler is available). Pure torch: runs on CPU and CUDA.
 """
 
 from __future__ import annotations
 
+import logging
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -20,6 +24,7 @@ import torch
 
 from .geometry import Intrinsics
 
+log = logging.getLogger(__name__)
 _DEPTH_QUANT = 1e4  # depth keys in 0.1 mm steps
 _EMPTY = torch.iinfo(torch.int64).max
 
@@ -75,6 +80,76 @@ def _visible_blocks(blocks: BlockIndex, pose: torch.Tensor, k: Intrinsics, near:
     return ~outside
 
 
+def _project(xyz, sel, rot, t, cam_params, w: int, h: int, trash: int, max_radius: int):
+    """Per-point projection, written as one fusable expression (see :func:`_kernel`).
+
+    ``cam_params`` = float32 ``[fx, fy, cx, cy, footprint, near, far]`` (a tensor, so that the
+    compiled kernel is not specialised on their values). Returns, for the points ``xyz[sel]``:
+    z-buffer slot (``trash`` when not drawn as a small splat), packed depth/index key,
+    large-splat radius (0: not a large splat), its integer centre ``ub``, ``vb``, and ``z``.
+    """
+    fx, fy, cx, cy, footprint, near, far = cam_params.unbind(0)
+    pts = xyz[sel]
+    cam = (pts - t) @ rot  # R^T (x - t), row-vector form
+    z = cam[:, 2]
+    inv_z = 1.0 / torch.maximum(z, near)
+    u = cam[:, 0] * inv_z * fx + (cx + 0.5)  # pixel centres at integers
+    v = cam[:, 1] * inv_z * fy + (cy + 0.5)
+    width_px = inv_z * footprint
+    front = (z > near) & (z < far)
+    # small splats (<= 2 px): one cell of the 1 px grid, or of the 2 px grid when wider than 1 px
+    shift = (width_px > 1.0).to(torch.int64)
+    cu = torch.floor(u).to(torch.int64) >> shift
+    cv = torch.floor(v).to(torch.int64) >> shift
+    lw = (w + shift) >> shift
+    lh = (h + shift) >> shift
+    small = front & (width_px <= 2.0) & (cu >= 0) & (cv >= 0) & (cu < lw) & (cv < lh)
+    pix = torch.where(small, shift * (h * w) + cv * lw + cu, trash)
+    key = (z.clamp(min=0.0) * _DEPTH_QUANT).to(torch.int64) << 32 | torch.arange(pts.shape[0], device=pts.device)
+    # large splats: radius r of a (2r + 1) square centred at (ub, vb); 0 for everything else
+    r = torch.ceil((width_px - 1) * 0.5).clamp(1, max_radius).to(torch.int64)
+    ub, vb = torch.floor(u).to(torch.int64), torch.floor(v).to(torch.int64)
+    big = front & (width_px > 2.0) & (ub + r >= 0) & (ub - r < w) & (vb + r >= 0) & (vb - r < h)
+    return pix, key, torch.where(big, r, 0), ub, vb, z
+
+
+def _resolve(zbuf, sel, z, h: int, w: int, h2: int, w2: int):
+    """Nearest point per pixel from the z-buffer levels: (index into all points, -1; depth, 0)."""
+    coarse = zbuf[h * w : h * w + h2 * w2].view(h2, 1, w2, 1).expand(h2, 2, w2, 2).reshape(2 * h2, 2 * w2)[:h, :w]
+    best = torch.minimum(zbuf[: h * w].view(h, w), coarse).reshape(-1)
+    hit = best != _EMPTY
+    local = torch.where(hit, best & 0xFFFFFFFF, 0)
+    return torch.where(hit, sel[local], -1), torch.where(hit, z[local], 0.0)
+
+
+_compiled: dict[tuple[str, str], object] = {}
+
+
+def _kernel(fn, device: torch.device, compile: bool):
+    """``fn`` compiled by torch.compile (fused loops) when possible, else ``fn`` itself."""
+    if not compile or os.environ.get("SPATIA_NO_COMPILE"):
+        return fn
+    key = (fn.__name__, device.type)
+    if key not in _compiled:
+        try:
+            _compiled[key] = torch.compile(fn, dynamic=True)
+        except Exception as exc:  # no compiler: stay correct, just slower
+            log.warning("torch.compile unavailable (%s); rendering without it", exc)
+            _compiled[key] = fn
+    return _compiled[key]
+
+
+def _run(fn, device: torch.device, compile: bool, *args):
+    try:
+        return _kernel(fn, device, compile)(*args)
+    except Exception as exc:  # a compiler that fails at run time: fall back for good
+        if not compile or _compiled.get((fn.__name__, device.type)) is fn:
+            raise
+        log.warning("compiled %s failed (%s); rendering without torch.compile", fn.__name__, exc)
+        _compiled[(fn.__name__, device.type)] = fn
+        return fn(*args)
+
+
 def _splat_one(
     xyz: torch.Tensor,
     pose: torch.Tensor,
@@ -85,61 +160,40 @@ def _splat_one(
     near: float,
     far: float,
     blocks: BlockIndex | None,
+    compile: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Z-buffer one camera: returns (point index int64 (H*W,), -1 where empty; depth float (H*W,))."""
     h, w = k.height, k.width
     dev = xyz.device
     if blocks is not None:
         sel = _visible_blocks(blocks, pose, k, near, far)[blocks.point_block].nonzero(as_tuple=True)[0]
-        pts = xyz[sel]
     else:
-        sel, pts = None, xyz
-    cam = (pts - pose[:3, 3]) @ pose[:3, :3]  # R^T (x - t), row-vector form
-    z_pts = cam[:, 2]
-    idx = ((z_pts > near) & (z_pts < far)).nonzero(as_tuple=True)[0]
-    cam = cam[idx]
-    inv_z = cam[:, 2].reciprocal()
-    u = torch.addcmul(torch.tensor(k.cx + 0.5, device=dev), cam[:, 0], inv_z, value=k.fx)  # pixel centres at .0
-    v = torch.addcmul(torch.tensor(k.cy + 0.5, device=dev), cam[:, 1], inv_z, value=k.fy)
-    width_px = inv_z * (splat_scale * voxel_size * max(k.fx, k.fy))  # splat footprint, pixels
-    key = (cam[:, 2] * _DEPTH_QUANT).to(torch.int64) << 32 | idx
+        sel = torch.arange(xyz.shape[0], device=dev)
+    if sel.numel() == 0:
+        return torch.full((h * w,), -1, dtype=torch.int64, device=dev), torch.zeros(h * w, device=dev)
     h2, w2 = (h + 1) // 2, (w + 1) // 2
-    # small splats (<= 2 px): one cell of the 1 px grid, or of the 2 px grid when wider than 1 px
-    small = (width_px <= 2.0).nonzero(as_tuple=True)[0]
-    shift = (width_px[small] > 1.0).to(torch.int64)
-    cu = torch.floor(u[small]).to(torch.int64) >> shift
-    cv = torch.floor(v[small]).to(torch.int64) >> shift
-    lw = (w + shift) >> shift
-    fits = ((cu >= 0) & (cv >= 0) & (cu < lw) & (cv < (h + shift) >> shift)).nonzero(as_tuple=True)[0]
-    pix_parts = [shift[fits] * (h * w) + cv[fits] * lw[fits] + cu[fits]]
-    key_parts = [key[small[fits]]]
+    trash = h * w + h2 * w2  # one extra slot takes every point that is not a small splat
+    footprint = splat_scale * voxel_size * max(k.fx, k.fy)
+    cam_params = torch.tensor([k.fx, k.fy, k.cx, k.cy, footprint, near, min(far, 1e30)], dtype=torch.float32, device=dev)
+    args = (xyz, sel, pose[:3, :3].contiguous(), pose[:3, 3].contiguous(), cam_params, w, h, trash, max_radius)
+    pix, key, radius, ub, vb, z = _run(_project, dev, compile, *args)
+    pix_parts, key_parts = [pix], [key]
     # large splats: exact squares of side 2r + 1 centred on the point (few points: near ones)
-    big = (width_px > 2.0).nonzero(as_tuple=True)[0]
+    big = radius.nonzero(as_tuple=True)[0]
     if big.numel():
-        r_big = torch.ceil((width_px[big] - 1) * 0.5).clamp_(1, max_radius).to(torch.int64)
-        ub, vb = torch.floor(u[big]).to(torch.int64), torch.floor(v[big]).to(torch.int64)
-        seen = ((ub + r_big >= 0) & (ub - r_big < w) & (vb + r_big >= 0) & (vb - r_big < h)).nonzero(as_tuple=True)[0]
-        big, r_big, ub, vb = big[seen], r_big[seen], ub[seen], vb[seen]
-        for radius in torch.bincount(r_big, minlength=max_radius + 1).nonzero(as_tuple=True)[0].tolist():
-            sel_r = (r_big == radius).nonzero(as_tuple=True)[0]
-            off = torch.arange(-radius, radius + 1, device=dev)
+        r_big, ub, vb, key_big = radius[big], ub[big], vb[big], key[big]
+        for r in torch.bincount(r_big, minlength=max_radius + 1).nonzero(as_tuple=True)[0].tolist():
+            sel_r = (r_big == r).nonzero(as_tuple=True)[0]
+            off = torch.arange(-r, r + 1, device=dev)
             pu = (ub[sel_r, None] + off.repeat(off.numel())).reshape(-1)
             pv = (vb[sel_r, None] + off.repeat_interleave(off.numel())).reshape(-1)
-            kb = key[big[sel_r], None].expand(-1, off.numel() ** 2).reshape(-1)
-            inside = ((pu >= 0) & (pu < w) & (pv >= 0) & (pv < h)).nonzero(as_tuple=True)[0]
-            pix_parts.append(pv[inside] * w + pu[inside])
-            key_parts.append(kb[inside])
-    zbuf = torch.full((h * w + h2 * w2,), _EMPTY, dtype=torch.int64, device=dev)
+            kb = key_big[sel_r, None].expand(-1, off.numel() ** 2).reshape(-1)
+            inside = (pu >= 0) & (pu < w) & (pv >= 0) & (pv < h)
+            pix_parts.append(torch.where(inside, pv * w + pu, trash))
+            key_parts.append(kb)
+    zbuf = torch.full((trash + 1,), _EMPTY, dtype=torch.int64, device=dev)
     zbuf.scatter_reduce_(0, torch.cat(pix_parts), torch.cat(key_parts), reduce="amin")
-    coarse = zbuf[h * w :].view(h2, 1, w2, 1).expand(h2, 2, w2, 2).reshape(2 * h2, 2 * w2)[:h, :w]
-    best = torch.minimum(zbuf[: h * w].view(h, w), coarse)
-    best = best.reshape(-1)
-    hit = best != _EMPTY
-    local = best[hit] & 0xFFFFFFFF  # index into pts
-    index = torch.full((h * w,), -1, dtype=torch.int64, device=dev)
-    index[hit] = local if sel is None else sel[local]
-    depth = torch.zeros(h * w, dtype=torch.float32, device=dev)
-    depth[hit] = z_pts[local]
+    index, depth = _run(_resolve, dev, compile, zbuf, sel, z, h, w, h2, w2)
     return index, depth
 
 
@@ -154,6 +208,7 @@ def render_points(
     near: float = 0.05,
     far: float = float("inf"),
     blocks: BlockIndex | None = None,
+    compile: bool = True,
 ) -> SceneProjection:
     """Render points into ``poses`` (camera-to-world, (4, 4) or (B, 4, 4)).
 
@@ -174,7 +229,7 @@ def render_points(
         xyz = xyz.float()
         for i in range(b):
             index[i], depth[i] = _splat_one(
-                xyz, poses_t[i], intrinsics, voxel_size, splat_scale, max_radius, near, far, blocks
+                xyz, poses_t[i], intrinsics, voxel_size, splat_scale, max_radius, near, far, blocks, compile
             )
     mask = index >= 0
     color = torch.zeros((b, h * w, 3), dtype=torch.float32, device=device)

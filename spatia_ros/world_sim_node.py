@@ -220,7 +220,7 @@ class WorldSimNode(Node):
         with self.sim.lock:
             stats = mem.stats()
         xyz, rgb = self.sim.memory_cloud(self.config.sim.cloud_max_points)
-        ns = self._last_frame.stamp_ns if (self._last_frame and self.pub_clock) else self.get_clock().now().nanoseconds
+        ns = self.sim.sim_time_ns if self.pub_clock is not None else self.get_clock().now().nanoseconds
         hdr = cv.header(self.config.sim.map_frame, ns)
         self.pub_cloud.publish(cv.pointcloud2_msg(xyz, rgb, hdr))
         info = MemoryInfo(header=hdr, revision=stats.revision, voxel_count=stats.voxels, voxel_size=stats.voxel_size,
