@@ -25,7 +25,7 @@ import torch
 from .geometry import Intrinsics
 
 log = logging.getLogger(__name__)
-_DEPTH_QUANT = 1e4  # depth keys in 0.1 mm steps
+_DEPTH_QUANT = 1e4  # depth keys in 0.1 mm steps (rendered depth has this resolution)
 _EMPTY = torch.iinfo(torch.int64).max
 
 
@@ -53,11 +53,34 @@ class SceneProjection:
 
 @dataclass
 class BlockIndex:
-    """Coarse spatial blocks of a point set, for frustum culling before projection."""
+    """Coarse spatial blocks of a point set, for frustum culling before projection.
 
-    point_block: torch.Tensor  # int64 (N,) block id of every point
+    ``order`` lists the points block by block; block ``b`` holds
+    ``order[block_start[b] : block_start[b] + block_count[b]]``.
+    """
+
     block_min: torch.Tensor  # float32 (NB, 3) lower corner of every block
     block_size: float
+    order: torch.Tensor  # int64 (N,) point indices sorted by block
+    block_start: torch.Tensor  # int64 (NB,)
+    block_count: torch.Tensor  # int64 (NB,)
+
+    @classmethod
+    def from_point_blocks(cls, point_block: torch.Tensor, block_min: torch.Tensor, block_size: float) -> "BlockIndex":
+        """Build from the block id (int64 (N,)) of every point."""
+        order = torch.argsort(point_block, stable=True)
+        count = torch.bincount(point_block, minlength=block_min.shape[0])
+        start = torch.cumsum(count, 0) - count
+        return cls(block_min, block_size, order, start, count)
+
+    def points_in(self, blocks: torch.Tensor) -> torch.Tensor:
+        """Indices (int64) of the points in the blocks selected by bool (NB,) ``blocks``."""
+        ids = blocks.nonzero(as_tuple=True)[0]
+        count, start = self.block_count[ids], self.block_start[ids]
+        total = int(count.sum())
+        # position j of the output belongs to block i: start[i] + (j - first output of block i)
+        offset = torch.repeat_interleave(start - (torch.cumsum(count, 0) - count), count, output_size=total)
+        return self.order[offset + torch.arange(total, device=offset.device)]
 
 
 def _visible_blocks(blocks: BlockIndex, pose: torch.Tensor, k: Intrinsics, near: float, far: float) -> torch.Tensor:
@@ -86,7 +109,7 @@ def _project(xyz, sel, rot, t, cam_params, w: int, h: int, trash: int, max_radiu
     ``cam_params`` = float32 ``[fx, fy, cx, cy, footprint, near, far]`` (a tensor, so that the
     compiled kernel is not specialised on their values). Returns, for the points ``xyz[sel]``:
     z-buffer slot (``trash`` when not drawn as a small splat), packed depth/index key,
-    large-splat radius (0: not a large splat), its integer centre ``ub``, ``vb``, and ``z``.
+    large-splat radius (int8, 0: not a large splat) and its integer centre ``ub``, ``vb``.
     """
     fx, fy, cx, cy, footprint, near, far = cam_params.unbind(0)
     pts = xyz[sel]
@@ -107,19 +130,19 @@ def _project(xyz, sel, rot, t, cam_params, w: int, h: int, trash: int, max_radiu
     pix = torch.where(small, shift * (h * w) + cv * lw + cu, trash)
     key = (z.clamp(min=0.0) * _DEPTH_QUANT).to(torch.int64) << 32 | torch.arange(pts.shape[0], device=pts.device)
     # large splats: radius r of a (2r + 1) square centred at (ub, vb); 0 for everything else
-    r = torch.ceil((width_px - 1) * 0.5).clamp(1, max_radius).to(torch.int64)
-    ub, vb = torch.floor(u).to(torch.int64), torch.floor(v).to(torch.int64)
+    r = torch.ceil((width_px - 1) * 0.5).clamp(1, max_radius).to(torch.int32)
+    ub, vb = torch.floor(u).to(torch.int32), torch.floor(v).to(torch.int32)
     big = front & (width_px > 2.0) & (ub + r >= 0) & (ub - r < w) & (vb + r >= 0) & (vb - r < h)
-    return pix, key, torch.where(big, r, 0), ub, vb, z
+    return pix, key, torch.where(big, r, 0).to(torch.int8), ub, vb
 
 
-def _resolve(zbuf, sel, z, h: int, w: int, h2: int, w2: int):
+def _resolve(zbuf, sel, h: int, w: int, h2: int, w2: int):
     """Nearest point per pixel from the z-buffer levels: (index into all points, -1; depth, 0)."""
     coarse = zbuf[h * w : h * w + h2 * w2].view(h2, 1, w2, 1).expand(h2, 2, w2, 2).reshape(2 * h2, 2 * w2)[:h, :w]
     best = torch.minimum(zbuf[: h * w].view(h, w), coarse).reshape(-1)
     hit = best != _EMPTY
-    local = torch.where(hit, best & 0xFFFFFFFF, 0)
-    return torch.where(hit, sel[local], -1), torch.where(hit, z[local], 0.0)
+    index = torch.where(hit, sel[torch.where(hit, best & 0xFFFFFFFF, 0)], -1)
+    return index, torch.where(hit, (best >> 32).to(torch.float32) * (1.0 / _DEPTH_QUANT), 0.0)
 
 
 _compiled: dict[tuple[str, str], object] = {}
@@ -166,7 +189,7 @@ def _splat_one(
     h, w = k.height, k.width
     dev = xyz.device
     if blocks is not None:
-        sel = _visible_blocks(blocks, pose, k, near, far)[blocks.point_block].nonzero(as_tuple=True)[0]
+        sel = blocks.points_in(_visible_blocks(blocks, pose, k, near, far))
     else:
         sel = torch.arange(xyz.shape[0], device=dev)
     if sel.numel() == 0:
@@ -176,12 +199,12 @@ def _splat_one(
     footprint = splat_scale * voxel_size * max(k.fx, k.fy)
     cam_params = torch.tensor([k.fx, k.fy, k.cx, k.cy, footprint, near, min(far, 1e30)], dtype=torch.float32, device=dev)
     args = (xyz, sel, pose[:3, :3].contiguous(), pose[:3, 3].contiguous(), cam_params, w, h, trash, max_radius)
-    pix, key, radius, ub, vb, z = _run(_project, dev, compile, *args)
+    pix, key, radius, ub, vb = _run(_project, dev, compile, *args)
     pix_parts, key_parts = [pix], [key]
     # large splats: exact squares of side 2r + 1 centred on the point (few points: near ones)
     big = radius.nonzero(as_tuple=True)[0]
     if big.numel():
-        r_big, ub, vb, key_big = radius[big], ub[big], vb[big], key[big]
+        r_big, ub, vb, key_big = radius[big].long(), ub[big].long(), vb[big].long(), key[big]
         for r in torch.bincount(r_big, minlength=max_radius + 1).nonzero(as_tuple=True)[0].tolist():
             sel_r = (r_big == r).nonzero(as_tuple=True)[0]
             off = torch.arange(-r, r + 1, device=dev)
@@ -193,7 +216,7 @@ def _splat_one(
             key_parts.append(kb)
     zbuf = torch.full((trash + 1,), _EMPTY, dtype=torch.int64, device=dev)
     zbuf.scatter_reduce_(0, torch.cat(pix_parts), torch.cat(key_parts), reduce="amin")
-    index, depth = _run(_resolve, dev, compile, zbuf, sel, z, h, w, h2, w2)
+    index, depth = _run(_resolve, dev, compile, zbuf, sel, h, w, h2, w2)
     return index, depth
 
 

@@ -134,6 +134,8 @@ class SpatialMemory:
         self._block_index = VoxelHash(capacity=256, device=self.device)
         self._block_min = torch.zeros((0, 3), dtype=torch.float32, device=self.device)
         self._n = 0
+        self._layout_version = 0  # changes when voxels are added or removed
+        self._blocks_cache: tuple[int, BlockIndex] | None = None
         self._alloc(1024)
         self.revision += 1
 
@@ -236,6 +238,8 @@ class SpatialMemory:
             self._rgb[old_ids] = (self._rgb[old_ids] * w_old + mean_rgb[~is_new] * w_new) / (w_old + w_new)
             self._count[old_ids] += obs[~is_new].to(torch.int32)
         self._last_seen[ids] = frame
+        if self._index.size != self._n:
+            self._layout_version += 1
         self._n = self._index.size
         evicted = self._evict() if self._n > self.max_voxels else 0
         return FuseResult(int(xyz.shape[0]), m, int(is_new.sum()), evicted)
@@ -274,8 +278,14 @@ class SpatialMemory:
         return ids[inv]
 
     def blocks(self) -> BlockIndex:
-        """Culling blocks of the current points (for :func:`~spatia_core.render.render_points`)."""
-        return BlockIndex(self._block[: self._n], self._block_min, self.block_size)
+        """Culling blocks of the current points (for :func:`~spatia_core.render.render_points`).
+
+        Cached until voxels are added or removed.
+        """
+        if self._blocks_cache is None or self._blocks_cache[0] != self._layout_version:
+            index = BlockIndex.from_point_blocks(self._block[: self._n], self._block_min, self.block_size)
+            self._blocks_cache = (self._layout_version, index)
+        return self._blocks_cache[1]
 
     # -- removal ---------------------------------------------------------------------------
     def keep_only(self, keep: torch.Tensor) -> int:
@@ -289,6 +299,7 @@ class SpatialMemory:
             arr = getattr(self, name)
             arr[: idx.numel()] = arr[idx]
         self._n = idx.numel()
+        self._layout_version += 1
         self._index.rebuild(self._keys[: self._n])
         self.revision += 1
         return dropped
