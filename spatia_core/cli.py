@@ -16,7 +16,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 
 from .config import SpatiaConfig
 from .errors import SpatiaError
@@ -86,13 +85,14 @@ def _config(args) -> SpatiaConfig:
 
 def _trajectory(spec: str, world, frames: int, world_path: str):
     """Camera-to-world poses in the map frame and the prompts that come with them."""
+    from . import testcase as tc
     from . import trajectories as tr
     from .worlds import resolve_source
     from .config import WorldConfig
 
     path = Path(spec)
     if path.is_dir():
-        case = tr.read_testcase(path)
+        case = tc.read_testcase(path)
         same = world_path and Path(world_path).resolve() == path.resolve() and resolve_source(
             WorldConfig(source="auto", path=world_path)) == "testcase"
         poses = world.init.map_from_source @ case.poses if same else tr.anchor(case.poses, world.init.start_pose)

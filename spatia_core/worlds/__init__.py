@@ -18,7 +18,7 @@ import numpy as np
 
 from ..config import WorldConfig
 from ..errors import BackendUnavailableError, FileFormatError, InputError
-from ..geometry import R_BODY_OPTICAL, Intrinsics, invert_pose
+from ..geometry import R_BODY_OPTICAL, Intrinsics
 from ..memory import SpatialMemory, read_ply_points
 from .rgbd_folder import RGBDFrame, read_depth, read_rgb, read_rgbd_folder
 
@@ -133,7 +133,7 @@ def load_world(cfg: WorldConfig, memory: SpatialMemory, camera: Intrinsics | Non
         _fuse(memory, frames)
         return WorldInit(source, pose, frames=frames)
     # testcase
-    from ..trajectories import read_testcase
+    from ..testcase import read_testcase
 
     case = read_testcase(cfg.path)
     if case.depth is None:

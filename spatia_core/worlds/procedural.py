@@ -283,12 +283,12 @@ def _wood(rng: np.random.Generator, base, plank_w: float = 0.0, along: int = 0) 
 
 
 def _plaster(rng: np.random.Generator, base, amp: float = 0.14) -> Texture:
-    """Painted plaster: the base colour modulated by noise at 0.4 m, 0.1 m and 0.03 m."""
+    """Painted plaster: the base colour modulated by noise at 0.4 m, 0.06 m and 0.02 m (stucco)."""
     base = _rgb(base)
     salt = int(rng.integers(1 << 30))
 
     def tex(u, v, axis):
-        n = 0.6 * _fbm(u, v, 0.4, salt, 2) + 0.4 * _fbm(u, v, 0.06, salt + 7, 2)
+        n = 0.5 * _fbm(u, v, 0.4, salt, 2) + 0.3 * _fbm(u, v, 0.06, salt + 7, 2) + 0.2 * _noise(u, v, 0.02, salt + 8)
         streak = _noise(u * 8.0, v * 0.5, 0.4, salt + 9)
         return _shade(base, 1.0 + amp * (n - 0.5) * 2 + 0.04 * (streak - 0.5))
 
@@ -511,7 +511,7 @@ def _room_shell(b: _Builder, rng: np.random.Generator, mirror: float, layout: di
         r = _hash01(iu, iv, t_salt)
         col = _mix(tile_a, tile_b, (r > 0.8).astype(np.float32))
         col = _shade(col, 0.88 + 0.12 * r + 0.08 * (_noise(u, v, 0.04, t_salt + 1) - 0.5))
-        grout = (_frac(u / tile_sz) < 0.04) | (_frac(v / tile_sz) < 0.04)
+        grout = (_frac(u / tile_sz) < 0.015 / tile_sz) | (_frac(v / tile_sz) < 0.015 / tile_sz)
         col[grout] = _rgb([0.82, 0.8, 0.76])
         inside = _inside(u, v, *poster)
         if inside.any():
@@ -605,20 +605,33 @@ def _furniture(b: _Builder, rng: np.random.Generator, mirror: float, layout: dic
         b.box(None, (xs, inner[0], zl - 0.02 if k else 0.0), (x1 - 0.015, inner[1], zl), shelf_wood,
               skip=("-y", "+y", "+x"))
     for zl, zn in zip(levels[:-1], levels[1:]):
+        books = []  # (y, thickness, height, depth, colour); None marks a gap
         y = inner[0] + rng.uniform(0.0, 0.05)
         while True:
             t = float(rng.uniform(0.025, 0.055))
             if y + t > inner[1]:
                 break
-            if rng.random() < 0.08:  # a gap between books
+            if rng.random() < 0.08:
                 y += float(rng.uniform(0.04, 0.12))
+                books.append(None)
                 continue
             hgt = float(min(rng.uniform(0.17, 0.3), zn - zl - 0.04))
             dpt = float(rng.uniform(0.17, 0.25))
             col = _hsv(float(rng.random()), float(rng.uniform(0.4, 0.9)), float(rng.uniform(0.25, 0.85)))
-            b.box(None, (x1 - 0.015 - dpt, y, zl), (x1 - 0.015, y + t, zl + hgt),
-                  _cardboard(rng, col), skip=("-z", "+x"))
+            books.append((y, t, hgt, dpt, col))
             y += t
+        for i, bk in enumerate(books):
+            if bk is None:
+                continue
+            by_, t, hgt, dpt, col = bk
+            skip = ["-z", "+x"]
+            # a side face fully covered by a taller and deeper neighbour cannot be seen
+            for tag, j in (("-y", i - 1), ("+y", i + 1)):
+                nb = books[j] if 0 <= j < len(books) else None
+                if nb is not None and nb[2] >= hgt and nb[3] >= dpt:
+                    skip.append(tag)
+            b.box(None, (x1 - 0.015 - dpt, by_, zl), (x1 - 0.015, by_ + t, zl + hgt), _cardboard(rng, col),
+                  skip=tuple(skip))
 
     # Sideboard: against the front wall on the other side of the picture.
     sb_y = layout["sideboard_y"]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from spatia_core import SpatiaConfig, SpatiaWorld
+from spatia_core import testcase as tc
 from spatia_core import trajectories as tr
 from spatia_core.cli import main
 from spatia_core.memory import read_ply_points
@@ -46,13 +47,13 @@ def test_generate_from_official_test_case(tmp_path):
     view = world.render(poses[:1]).numpy()
     mask = np.zeros((72, 96), bool)
     mask[30:50, 40:60] = True  # a "dynamic" entity: kept out of the memory
-    case = tr.write_testcase(tmp_path / "case", view["rgb"][0], world.intrinsics, poses, ["a cosy room"],
+    case = tc.write_testcase(tmp_path / "case", view["rgb"][0], world.intrinsics, poses, ["a cosy room"],
                              mask=mask, depth=view["depth"][0])
     out = tmp_path / "out"
     assert main(["generate", "--world", str(case), "--trajectory", str(case), "--out", str(out), *SMALL]) == 0
     video = read_video(out / "generated.mp4")
     assert video.shape[0] == 12
-    img = tr.read_testcase(case).image
+    img = tc.read_testcase(case).image
     assert _psnr(video[0][~mask], img[~mask]) > 22, "the first frame reproduces the test-case image"
     summary = json.loads((out / "summary.json").read_text())
     assert summary["world"] == "testcase"
