@@ -9,40 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import rclpy
+from processes import RCLPY_MISSING, start_module, stop
 
-pytestmark = pytest.mark.skipif(rclpy is None, reason="rclpy is not importable; run scripts/setup.sh")
+pytestmark = pytest.mark.skipif(bool(RCLPY_MISSING), reason=RCLPY_MISSING)
 
 RATE = 10.0
 PERIOD_NS = int(1e9 / RATE)
 RECORD_S = 3.0
 CAMERA = ["/camera/image_raw", "/camera/camera_info", "/camera/depth/image_raw", "/camera/depth/camera_info",
           "/camera/scene_projection"]
-
-
-def _start(args, log_path, ready, timeout=60):
-    log = open(log_path, "w+")
-    proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + timeout
-    while ready not in Path(log_path).read_text():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"{args[0]} did not start:\n" + Path(log_path).read_text()[-3000:])
-        time.sleep(0.1)
-    proc.log = log
-    return proc
-
-
-def _stop(proc, sig, timeout=20):
-    proc.send_signal(sig)
-    try:
-        rc = proc.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
-        rc = None
-    proc.log.close()
-    return rc
 
 
 @pytest.fixture(scope="module")
@@ -59,16 +34,16 @@ def session(tmp_path_factory):
     memory: {{voxel_size: 0.05}}
     sim: {{rate_hz: {RATE}, map_dir: "{tmp / 'maps'}", cloud_rate_hz: 1.0, cloud_max_points: 2000}}
 """)
-    sim = _start(["spatia_ros.world_sim_node", "--ros-args", "--params-file", str(params)], tmp / "sim.log", "world_sim ready")
+    sim = start_module(["spatia_ros.world_sim_node", "--ros-args", "--params-file", str(params)], tmp / "sim.log", "world_sim ready")
     try:
-        full = _start(["spatia_ros.recorder_node", "--ros-args", "-p", f"output:={tmp / 'full'}"], tmp / "full.log",
+        full = start_module(["spatia_ros.recorder_node", "--ros-args", "-p", f"output:={tmp / 'full'}"], tmp / "full.log",
                       "session_recorder: recording")
-        few = _start(["spatia_ros.recorder_node", "--ros-args", "-p", f"output:={tmp / 'few'}", "-p", "clock:=wall",
+        few = start_module(["spatia_ros.recorder_node", "--ros-args", "-p", f"output:={tmp / 'few'}", "-p", "clock:=wall",
                       "-p", "topics:=[camera/image_raw, /tf_static, memory_info, /rosout]"], tmp / "few.log", "session_recorder: recording")
         time.sleep(RECORD_S)
-        rc = {"full": _stop(full, signal.SIGINT), "few": _stop(few, signal.SIGTERM)}
+        rc = {"full": stop(full, signal.SIGINT), "few": stop(few, signal.SIGTERM)}
     finally:
-        _stop(sim, signal.SIGTERM)
+        stop(sim, signal.SIGTERM)
     return {"tmp": tmp, "rc": rc, "log": {n: (tmp / f"{n}.log").read_text() for n in ("full", "few")}}
 
 

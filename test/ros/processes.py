@@ -1,0 +1,43 @@
+"""Start and stop our ROS programs as real processes for the DDS tests."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+try:
+    import rclpy  # noqa: F401  (only whether it imports)
+    RCLPY_MISSING = ""
+except ImportError as exc:
+    RCLPY_MISSING = f"rclpy is not importable ({exc}); run scripts/setup.sh"
+
+
+def start_module(args, log_path, ready, timeout=90):
+    """``python -m args...`` with output in ``log_path``; waits until the log contains ``ready``."""
+    log = open(log_path, "w+")
+    proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + timeout
+    while ready not in Path(log_path).read_text():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            log.close()
+            pytest.fail(f"{args[0]} did not start:\n" + Path(log_path).read_text()[-3000:])
+        time.sleep(0.1)
+    proc.log, proc.log_path = log, Path(log_path)
+    return proc
+
+
+def stop(proc, sig, timeout=20):
+    """Send ``sig``, wait (kill after ``timeout`` s); returns the exit code (None if killed)."""
+    proc.send_signal(sig)
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        rc = None
+    proc.log.close()
+    return rc
