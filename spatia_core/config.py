@@ -91,6 +91,7 @@ class SimConfig:
     base_frame: str = "base_link"
     camera_frame: str = "camera_link"
     optical_frame: str = "camera_optical_frame"
+    reliable_images: bool = True  # publish camera images reliably (best effort drops most 640x480 frames between processes)
     cloud_rate_hz: float = 1.0  # spatial_memory PointCloud2 publish rate (only when the memory changed)
     cloud_max_points: int = 200_000  # the published cloud is downsampled to at most this many points
     bank_every: int = 10  # add every n-th frame to the retrieval frame bank

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from .config import SpatiaConfig, WorldConfig
 from .errors import InputError
@@ -52,7 +53,8 @@ class WorldSimulator:
         self.period_ns = int(round(1e9 / s.rate_hz))
         self.sim_time_ns = 0
         self.frame_index = 0
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # held while a frame is produced or the world changes
+        self._input_lock = threading.Lock()  # commands only: never waits for a frame
         self._cmd = np.zeros(3)
         self._cmd_time_ns: int | None = None
         self._pending_pose: np.ndarray | None = None
@@ -63,14 +65,14 @@ class WorldSimulator:
     def command_velocity(self, vx: float, vy: float, wz: float) -> np.ndarray:
         """Set the body twist used by the next frames; :class:`InputError` if invalid."""
         twist = self.base.check_twist(vx, vy, wz)
-        with self.lock:
+        with self._input_lock:
             self._cmd, self._cmd_time_ns = twist, self.sim_time_ns
         return twist
 
     def place_camera(self, camera_pose) -> None:
         """Put the camera (optical frame, map) at ``camera_pose`` for the next frame."""
         pose = validate_pose(camera_pose, "camera pose")
-        with self.lock:
+        with self._input_lock:
             self._pending_pose = pose
 
     @property
@@ -79,13 +81,15 @@ class WorldSimulator:
 
     # -- stepping --------------------------------------------------------------------------
     def _advance(self) -> np.ndarray:
-        if self._pending_pose is not None:
-            self.base.set_camera_pose(self._pending_pose)
-            self._pending_pose = None
+        with self._input_lock:
+            pending, self._pending_pose = self._pending_pose, None
+            cmd, cmd_time = self._cmd, self._cmd_time_ns
+        if pending is not None:
+            self.base.set_camera_pose(pending)
             return np.zeros(3)
         timeout = self.config.sim.cmd_timeout
-        expired = self._cmd_time_ns is None or (timeout > 0 and self.sim_time_ns - self._cmd_time_ns >= timeout * 1e9)
-        twist = np.zeros(3) if expired else self._cmd
+        expired = cmd_time is None or (timeout > 0 and self.sim_time_ns - cmd_time >= timeout * 1e9)
+        twist = np.zeros(3) if expired else cmd
         self.base.step(twist, self.period_ns * 1e-9)
         return twist
 
@@ -115,7 +119,8 @@ class WorldSimulator:
         with self.lock:
             init = self.world.reset(world)
             self.base.set_camera_pose(pose if pose is not None else init.start_pose)
-            self._cmd, self._cmd_time_ns, self._pending_pose = np.zeros(3), None, None
+            with self._input_lock:
+                self._cmd, self._cmd_time_ns, self._pending_pose = np.zeros(3), None, None
 
     def map_path(self, name: str) -> Path:
         """``map_dir / name`` after checking it stays inside ``map_dir`` and ends in ``.ply``."""
@@ -156,7 +161,8 @@ class WorldSimulator:
     def memory_cloud(self, max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The memory's points, every n-th one so at most ``max_points`` remain: (xyz, rgb uint8)."""
         max_points = max_points or self.config.sim.cloud_max_points
-        with self.lock:
-            xyz, rgb, _ = self.world.memory.to_numpy()
-        stride = max(1, -(-len(xyz) // max_points))
-        return xyz[::stride], rgb[::stride]
+        with self.lock:  # copy only the points kept, so frames wait as little as possible
+            mem = self.world.memory
+            stride = max(1, -(-len(mem) // max_points))
+            xyz, rgb = mem.xyz[::stride].clone(), mem.rgb[::stride].clone()
+        return xyz.cpu().numpy(), (rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()

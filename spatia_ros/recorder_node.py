@@ -46,7 +46,7 @@ from rosgraph_msgs.msg import Clock
 from spatia_core.bags import bag_qos
 from spatia_ros import ros_env
 
-SENSOR = dict(reliable=False, depth=10)
+SENSOR = dict(reliable=True, depth=10)  # world_sim publishes camera streams reliably (sim.reliable_images)
 RELIABLE = dict(reliable=True, depth=100)
 LATCHED = dict(reliable=True, depth=1, latched=True)
 #: world_sim's outputs (names as it publishes them): type and QoS.
@@ -93,6 +93,8 @@ class SessionRecorder(Node):
         storage = self.declare_parameter("storage", "mcap").value
         self.clock_mode = self.declare_parameter("clock", "auto").value
         self.clock_wait_s = float(self.declare_parameter("clock_wait_s", 2.0).value)
+        # must match world_sim's sim.reliable_images: a reliable reader never matches a best-effort writer
+        self.camera_qos = dict(SENSOR, reliable=bool(self.declare_parameter("reliable_images", True).value))
         if self.get_parameter("use_sim_time").value:
             self.clock_mode = "sim"
         if self.clock_mode not in ("auto", "sim", "wall"):
@@ -119,7 +121,8 @@ class SessionRecorder(Node):
         try:
             for name in topics:
                 if name in WORLD_SIM_TOPICS:
-                    self._subscribe(name, *WORLD_SIM_TOPICS[name])
+                    typename, qos = WORLD_SIM_TOPICS[name]
+                    self._subscribe(name, typename, self.camera_qos if qos is SENSOR else qos)
                 else:
                     self.waiting[name] = self.resolve_topic_name(name)
             if self.clock_mode != "wall" and "/clock" not in {s.topic_name for s in self.subs}:

@@ -12,7 +12,8 @@ Outputs: ``camera/image_raw`` + ``camera/camera_info`` (same header, optical fra
 Services: ``reset_world``, ``save_map``, ``load_map``, ``edit_memory``, ``step``, ``pause``,
 ``resume``; action ``generate_trajectory``.
 
-Frames are produced by one worker thread; callbacks only validate and queue. Bad input is
+Frames are produced by one worker thread; callbacks only validate and queue (they never wait
+for a frame). Camera streams are reliable by default (``sim.reliable_images``). Bad input is
 logged (throttled) and dropped; the node keeps publishing.
 """
 
@@ -49,6 +50,9 @@ from spatia_ros.tf_publisher import TfPublisher
 
 LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 RELIABLE_10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+#: Camera streams: reliable, keep last 2. Best-effort subscribers (sensor-data QoS) still connect,
+#: but large images between processes mostly arrive only to reliable ones (measured, bench/).
+CAMERA_RELIABLE = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
 WORLD_KINDS = {ResetWorld.Request.BUILTIN: "builtin", ResetWorld.Request.RGBD_FOLDER: "rgbd_folder",
                ResetWorld.Request.PLY: "ply", ResetWorld.Request.IMAGE_DEPTH: "image_depth"}
 EDIT_OPS = {EditMemory.Request.REMOVE_BOX: "remove_box", EditMemory.Request.RECOLOR_BOX: "recolor_box",
@@ -99,7 +103,8 @@ class WorldSimNode(Node):
         self._cloud_revision = -1
         self._last_frame: SimFrame | None = None
 
-        sensor, cbg = qos_profile_sensor_data, ReentrantCallbackGroup()
+        sensor = CAMERA_RELIABLE if s.reliable_images else qos_profile_sensor_data
+        cbg = ReentrantCallbackGroup()
         self.pub_image = self.create_publisher(Image, "camera/image_raw", sensor)
         self.pub_info = self.create_publisher(CameraInfo, "camera/camera_info", sensor)
         self.pub_depth = self.create_publisher(Image, "camera/depth/image_raw", sensor)
@@ -114,7 +119,8 @@ class WorldSimNode(Node):
         inputs = MutuallyExclusiveCallbackGroup()
         twist_type = TwistStamped if s.cmd_vel_stamped else Twist
         self.create_subscription(twist_type, "cmd_vel", self._on_cmd_vel, 10, callback_group=inputs)
-        self.create_subscription(PoseStamped, "camera_pose", self._on_camera_pose, 10, callback_group=inputs)
+        # depth 1: a pose that arrives while a frame is being made replaces the older one
+        self.create_subscription(PoseStamped, "camera_pose", self._on_camera_pose, 1, callback_group=inputs)
         self.create_service(ResetWorld, "reset_world", self._on_reset, callback_group=cbg)
         self.create_service(SaveMap, "save_map", self._on_save, callback_group=cbg)
         self.create_service(LoadMap, "load_map", self._on_load, callback_group=cbg)

@@ -38,14 +38,13 @@ class Probe:
     def __init__(self, ros):
         from geometry_msgs.msg import PoseStamped, Twist
         from nav_msgs.msg import Odometry
-        from rclpy.qos import qos_profile_sensor_data
         from rosgraph_msgs.msg import Clock
         from sensor_msgs.msg import CameraInfo, Image, PointCloud2
         from tf2_msgs.msg import TFMessage
 
         from spatia_ros.msg import MemoryInfo
         from spatia_ros.tf_publisher import TF_QOS, TF_STATIC_QOS
-        from spatia_ros.world_sim_node import LATCHED, RELIABLE_10
+        from spatia_ros.world_sim_node import CAMERA_RELIABLE, LATCHED, RELIABLE_10
 
         self.ros, node = ros, ros.node
         self.msgs = {}
@@ -57,8 +56,8 @@ class Probe:
                 self.msgs.setdefault(name, []).append(msg)
             return cb
 
-        for name, typ, qos in [("image", Image, qos_profile_sensor_data), ("info", CameraInfo, qos_profile_sensor_data),
-                               ("depth", Image, qos_profile_sensor_data), ("scene", Image, qos_profile_sensor_data),
+        for name, typ, qos in [("image", Image, CAMERA_RELIABLE), ("info", CameraInfo, CAMERA_RELIABLE),
+                               ("depth", Image, CAMERA_RELIABLE), ("scene", Image, CAMERA_RELIABLE),
                                ("odom", Odometry, RELIABLE_10), ("clock", Clock, RELIABLE_10),
                                ("cloud", PointCloud2, LATCHED), ("mem", MemoryInfo, LATCHED)]:
             topic = {"image": "camera/image_raw", "info": "camera/camera_info", "depth": "camera/depth/image_raw",

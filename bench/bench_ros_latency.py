@@ -1,0 +1,519 @@
+"""Pose in -> image out across processes: world_sim's latency and sustained rate, in one run.
+
+    python bench/bench_ros_latency.py [--width 640 --height 480 --rate 30 --seconds 20 --voxel 0.01]
+                                      [--params world_sim.yaml] [--out out/bench_ros_latency.json] [--stages]
+
+1. world_sim is started in its own process (``python -m spatia_ros.world_sim_node``) with the
+   projection backend, the built-in room, ``sim.render_on_pose: true`` (a pose produces a frame
+   at once), ``sim.publish_clock: false`` (stamps from the node's wall clock) and a very low
+   free-running ``sim.rate_hz`` (``--idle-rate``), so that nearly every frame is produced by a
+   pose message. It runs in a private ROS domain (``--domain``, random by default); it gets
+   SIGINT at the end (SIGKILL after 10 s, or if this process dies).
+2. This process (the client) publishes ``camera_pose`` (PoseStamped, frame ``map``, optical
+   frame) at ``--rate`` Hz from its own thread, along a helix inside the room: a circle of radius
+   0.3 m around (-1.0, 0.2) looking towards +x, rising 10 um per pose, so no two poses share a
+   position. It subscribes to ``camera/image_raw`` (reliable, as published; ``--image-qos sensor`` for best effort)
+   and ``odom`` (reliable).
+3. Matching: ``odom`` carries the image's header stamp and the base pose = camera pose composed
+   with the inverse camera mount. Each odom position is matched to the sent pose with that base
+   position (within 2.5 um; poses are >= 10 um apart), then the image with the same stamp to that
+   pose. Latency = image receive time - pose publish time (monotonic clock, both in this process,
+   the receive time taken in the subscription callback, after deserialisation). The same for
+   odom (pose -> odom latency) separates the node's queueing and compute from image transport:
+   odom is reliable, so "frames published" counts every frame and "images lost" the frames whose
+   image never arrived.
+4. After the first image (the renderer's torch.compile may take ~25 s the first time; cached on
+   disk afterwards) and ``--warmup`` seconds more, poses are measured for ``--seconds``.
+   Sustained rate = matched images of the poses sent in the window / window length.
+   With ``--stages``, the node is then stopped and the same frames are produced in this process
+   (WorldSimulator.step and building the node's messages) for a per-stage breakdown.
+
+Prints a table and PASS/MISS per target (p50 <= 30 ms, >= 30 Hz); writes JSON (and, beside it,
+the generated parameter file and the node's log); exits 0 when the measurement ran (targets
+missed or not), 1 when the node did not start or produced no image.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+import spatia_ros  # noqa: E402,F401  (LARGE_DATA transport, generated interfaces; before rclpy)
+from spatia_core.config import SpatiaConfig  # noqa: E402
+from spatia_core.geometry import invert_pose, look_at  # noqa: E402
+from spatia_core.robot import CameraMount  # noqa: E402
+
+TARGET_P50_MS = 30.0
+TARGET_RATE_HZ = 30.0
+CENTER = np.array([-1.0, 0.2])
+RADIUS = 0.3
+CIRCLE_S = 6.0  # one turn of the circle, seconds
+Z0, DZ = 1.15, 1e-5  # camera height of pose 0, and its rise per pose (makes every position unique)
+MATCH_TOL = DZ / 4
+
+
+# -- the path --------------------------------------------------------------------------------
+def camera_pose(seq: int, rate: float) -> np.ndarray:
+    """Optical-frame camera-to-world pose number ``seq`` of the benchmark path."""
+    theta = 2 * np.pi * seq / (rate * CIRCLE_S)
+    eye = [CENTER[0] + RADIUS * np.cos(theta), CENTER[1] + RADIUS * np.sin(theta), Z0 + DZ * seq]
+    return look_at(eye, [1.5, CENTER[1] + 0.8 * np.sin(theta), 1.0])
+
+
+# -- configuration ---------------------------------------------------------------------------
+def resolve_config(args) -> tuple[SpatiaConfig, dict]:
+    """The node's effective configuration and the overrides written to the generated params file."""
+    base = SpatiaConfig.from_yaml(args.params) if args.params else SpatiaConfig()
+    forced = {
+        "world.source": "builtin",
+        "generator.backend": "projection",
+        "camera.width": int(args.width or (base.camera.width if args.params else 640)),
+        "camera.height": int(args.height or (base.camera.height if args.params else 480)),
+        "memory.voxel_size": float(args.voxel or (base.memory.voxel_size if args.params else 0.01)),
+        "sim.rate_hz": float(args.idle_rate),
+        "sim.render_on_pose": True,
+        "sim.publish_clock": False,
+        "sim.start_paused": False,
+        "sim.max_input_rate_hz": float(max(base.sim.max_input_rate_hz, 2.0 * args.rate)),
+    }
+    return base.with_overrides(forced), forced
+
+
+def params_yaml(overrides: dict) -> str:
+    nested: dict = {}
+    for key, value in overrides.items():
+        node = nested
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return yaml.safe_dump({"world_sim": {"ros__parameters": nested}}, sort_keys=False)
+
+
+# -- the node process ------------------------------------------------------------------------
+def start_node(params_files: list[Path], env: dict, log_path: Path, timeout: float) -> subprocess.Popen:
+    cmd = [sys.executable, "-m", "spatia_ros.world_sim_node", "--ros-args"]
+    for p in params_files:
+        cmd += ["--params-file", str(p)]
+    log = open(log_path, "w")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env, cwd=str(REPO),
+                            preexec_fn=_die_with_parent)
+    log.close()
+    deadline = time.monotonic() + timeout
+    while "world_sim ready" not in log_path.read_text(errors="replace"):
+        if proc.poll() is not None:
+            raise RuntimeError(f"world_sim exited with {proc.returncode}:\n{tail(log_path)}")
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"world_sim not ready after {timeout:.0f} s:\n{tail(log_path)}")
+        time.sleep(0.2)
+    return proc
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGKILL it if this process dies without cleaning up."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def stop_node(proc: subprocess.Popen | None) -> int | None:
+    """SIGINT, then SIGKILL if it has not ended within 10 s; returns the exit status."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    return proc.returncode
+
+
+def tail(path: Path, chars: int = 3000) -> str:
+    try:
+        return path.read_text(errors="replace")[-chars:]
+    except OSError:
+        return ""
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """user + system CPU time of a process (Linux /proc), or None."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+# -- the client ------------------------------------------------------------------------------
+class Client:
+    """Publishes the poses from its own thread; records what comes back (receive times only)."""
+
+    def __init__(self, rate: float, mount: CameraMount, image_qos: str = "reliable"):
+        import rclpy
+        from geometry_msgs.msg import PoseStamped
+        from nav_msgs.msg import Odometry
+        from rclpy.executors import SingleThreadedExecutor
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from rclpy.signals import SignalHandlerOptions
+        from sensor_msgs.msg import Image
+
+        from spatia_ros.conversions import matrix_to_pose, time_to_ns
+
+        self._PoseStamped, self._to_pose, self._time_to_ns = PoseStamped, matrix_to_pose, time_to_ns
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, signal_handler_options=SignalHandlerOptions.NO)
+        self.node = rclpy.create_node("bench_ros_latency", context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.rate = rate
+        self.optical_to_base = invert_pose(mount.base_to_optical())
+        self.sent_t: list[float] = []  # monotonic publish time per pose
+        self.sent_base: list[np.ndarray] = []  # expected odom position per pose
+        self.images: dict[int, list[float]] = {}  # header stamp ns -> receive times
+        self.odom: dict[int, tuple[float, np.ndarray]] = {}  # header stamp ns -> (receive time, base position)
+        self.image_size = None
+        self._stop = threading.Event()
+        self._thread = None
+        self.pub = self.node.create_publisher(PoseStamped, "camera_pose", 10)
+        image_profile = (qos_profile_sensor_data if image_qos == "sensor" else
+                         QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE))
+        self.node.create_subscription(Image, "camera/image_raw", self._on_image, image_profile)
+        self.node.create_subscription(Odometry, "odom", self._on_odom,
+                                      QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE))
+
+    def _on_image(self, msg) -> None:
+        t = time.monotonic()
+        self.images.setdefault(self._time_to_ns(msg.header.stamp), []).append(t)
+        self.image_size = (msg.width, msg.height)
+
+    def _on_odom(self, msg) -> None:
+        p = msg.pose.pose.position
+        self.odom[self._time_to_ns(msg.header.stamp)] = (time.monotonic(), np.array([p.x, p.y, p.z]))
+
+    def _publish_loop(self) -> None:
+        period = 1.0 / self.rate
+        due = time.monotonic()
+        while not self._stop.is_set():
+            seq = len(self.sent_t)
+            cam = camera_pose(seq, self.rate)
+            msg = self._PoseStamped()
+            msg.header.frame_id = "map"
+            msg.header.stamp = self.node.get_clock().now().to_msg()
+            msg.pose = self._to_pose(cam)
+            self.sent_base.append((cam @ self.optical_to_base)[:3, 3])
+            t = time.monotonic()
+            self.pub.publish(msg)
+            self.sent_t.append(t)
+            due += period
+            now = time.monotonic()
+            if now > due + period:  # fell behind (a stall): do not burst to catch up
+                due = now
+            self._stop.wait(max(due - now, 0.0))
+
+    def start_publishing(self) -> None:
+        self._thread = threading.Thread(target=self._publish_loop, name="pose_publisher", daemon=True)
+        self._thread.start()
+
+    def stop_publishing(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def spin_for(self, seconds: float, until=None) -> bool:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            if until is not None and until():
+                return True
+            self.executor.spin_once(timeout_sec=0.02)
+        return bool(until and until())
+
+    def close(self) -> None:
+        self.stop_publishing()
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.context.try_shutdown()
+
+    def got_pose_frame(self) -> bool:
+        """Whether a frame produced at one of the sent poses came back (image and odom)."""
+        n = len(self.sent_t)
+        if not n or not self.images:
+            return False
+        sent = np.asarray(self.sent_base[:n])
+        return any(np.min(np.linalg.norm(sent - xyz, axis=1)) < MATCH_TOL
+                   for stamp, (_, xyz) in list(self.odom.items()) if stamp in self.images)
+
+    # -- analysis ----------------------------------------------------------------------------
+    def match(self) -> dict:
+        """seq -> earliest image receive time, and counts of what could not be matched."""
+        sent = np.asarray(self.sent_base[: len(self.sent_t)])
+        stamp_seq, odom_first, ambiguous = {}, {}, 0
+        for stamp, (t, xyz) in self.odom.items():
+            d = np.linalg.norm(sent - xyz, axis=1)
+            close = np.flatnonzero(d < MATCH_TOL)
+            if len(close) == 1:
+                seq = stamp_seq[stamp] = int(close[0])
+                odom_first[seq] = min(odom_first.get(seq, t), t)
+            elif len(close) > 1:
+                ambiguous += 1
+        first: dict[int, float] = {}
+        no_odom = duplicates = 0
+        for stamp, times in self.images.items():
+            seq = stamp_seq.get(stamp)
+            if seq is None:
+                no_odom += len(times)
+                continue
+            for t in times:
+                if seq in first:
+                    duplicates += 1  # the same pose rendered again (a free-running frame)
+                    first[seq] = min(first[seq], t)
+                else:
+                    first[seq] = t
+        return {"first": first, "odom_first": odom_first, "no_odom": no_odom, "duplicates": duplicates,
+                "ambiguous": ambiguous, "odom_unmatched": len(self.odom) - len(stamp_seq) - ambiguous}
+
+
+# -- per-stage timings in this process ------------------------------------------------------
+def stage_timings(cfg: SpatiaConfig, rate: float, frames: int) -> dict:
+    """Median ms per stage of WorldSimulator.step and of building the node's messages."""
+    from spatia_core.simulator import WorldSimulator
+    from spatia_ros import conversions as cv
+
+    sim = WorldSimulator(cfg)
+    k = sim.world.intrinsics
+    rows = []
+    for i in range(frames + 10):
+        t0 = time.perf_counter()
+        frame = sim.step(camera_pose(i, rate))
+        t1 = time.perf_counter()
+        hdr = cv.header(cfg.sim.optical_frame, 0)
+        cv.image_msg(frame.rgb, "rgb8", hdr)
+        cv.camera_info_msg(k, hdr)
+        cv.image_msg(frame.depth, "32FC1", hdr)
+        cv.image_msg(frame.scene_rgb, "rgb8", hdr)
+        cv.odometry_msg("odom", "base_link", frame.base_pose, frame.twist, 0)
+        t2 = time.perf_counter()
+        if i >= 10:  # the first frames compile and warm caches
+            rows.append({**frame.timings, "step_total": t1 - t0, "messages": t2 - t1})
+    keys = list(rows[0])
+    out = {key: 1e3 * statistics.median(r[key] for r in rows) for key in keys}
+    out["frames"] = len(rows)
+    out["step_total_p95"] = 1e3 * float(np.percentile([r["step_total"] for r in rows], 95))
+    return out
+
+
+# -- main ------------------------------------------------------------------------------------
+def percentiles(values_ms: list[float]) -> dict:
+    if not values_ms:
+        return {k: None for k in ("min", "mean", "p50", "p95", "p99", "max")}
+    a = np.asarray(values_ms)
+    return {"min": float(a.min()), "mean": float(a.mean()), "p50": float(np.percentile(a, 50)),
+            "p95": float(np.percentile(a, 95)), "p99": float(np.percentile(a, 99)), "max": float(a.max())}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--width", type=int, default=None, help="image width (default 640, or the --params file's)")
+    parser.add_argument("--height", type=int, default=None, help="image height (default 480, or the --params file's)")
+    parser.add_argument("--voxel", type=float, default=None, help="memory.voxel_size, m (default 0.01, or --params')")
+    parser.add_argument("--rate", type=float, default=30.0, help="camera_pose publish rate, Hz")
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the measurement window")
+    parser.add_argument("--warmup", type=float, default=4.0, help="seconds of poses after the first image, not measured")
+    parser.add_argument("--idle-rate", type=float, default=0.1,
+                        help="the node's free-running sim.rate_hz (frames without a pose); keep it low")
+    parser.add_argument("--params", default=None, help="a world_sim parameter file (e.g. config/world_sim.yaml); "
+                        "the benchmark's settings override it")
+    parser.add_argument("--domain", type=int, default=None, help="ROS_DOMAIN_ID (default: random in 100..199)")
+    parser.add_argument("--ready-timeout", type=float, default=180.0, help="seconds to wait for 'world_sim ready'")
+    parser.add_argument("--first-image-timeout", type=float, default=180.0,
+                        help="seconds to wait for the first image (includes the first torch.compile)")
+    parser.add_argument("--image-qos", choices=("sensor", "reliable"), default="reliable",
+                        help="QoS of the camera/image_raw subscription (reliable needs a reliable publisher)")
+    parser.add_argument("--stages", action="store_true", help="afterwards, time the node's stages in this process")
+    parser.add_argument("--out", default="out/bench_ros_latency.json")
+    args = parser.parse_args()
+    if args.rate <= 0 or args.seconds <= 0:
+        parser.error("--rate and --seconds must be > 0")
+
+    signal.signal(signal.SIGTERM, _interrupt)  # a terminated benchmark still stops its node
+    cfg, overrides = resolve_config(args)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    gen_params = out.with_suffix(".params.yaml")
+    gen_params.write_text(params_yaml(overrides))
+    log_path = out.with_suffix(".node.log")
+    domain = args.domain if args.domain is not None else random.randint(100, 199)
+    os.environ["ROS_DOMAIN_ID"] = str(domain)
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    mount = CameraMount(list(cfg.sim.mount_xyz), list(cfg.sim.mount_rpy))
+    w, h = cfg.camera.width, cfg.camera.height
+
+    import torch
+
+    results = {
+        "config": {"width": w, "height": h, "voxel_size": cfg.memory.voxel_size, "rate_hz": args.rate,
+                   "seconds": args.seconds, "warmup_s": args.warmup, "idle_rate_hz": args.idle_rate,
+                   "backend": cfg.generator.backend, "world": cfg.world.source, "params": args.params,
+                   "ros_domain_id": domain, "transport": os.environ.get("FASTDDS_BUILTIN_TRANSPORTS", ""),
+                   "image_qos": args.image_qos, "rmw": os.environ.get("RMW_IMPLEMENTATION", "default")},
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+                    "torch": torch.__version__, "loadavg_before": list(os.getloadavg())},
+        "node_log": str(log_path),
+    }
+    print(f"world_sim latency benchmark: {w}x{h}, voxel {cfg.memory.voxel_size:g} m, {args.rate:g} Hz poses, "
+          f"{args.seconds:g} s window, ROS domain {domain}; load average {os.getloadavg()[0]:.2f}", flush=True)
+
+    proc = client = None
+    failed = ""
+    try:
+        t_start = time.monotonic()
+        proc = start_node([*([Path(args.params).resolve()] if args.params else []), gen_params.resolve()], env,
+                          log_path, args.ready_timeout)
+        results["node_ready_s"] = time.monotonic() - t_start
+        print(f"  node ready after {results['node_ready_s']:.1f} s", flush=True)
+        client = Client(args.rate, mount, args.image_qos)
+        client.spin_for(1.0)  # discovery
+        t_first = time.monotonic()
+        client.start_publishing()
+        if not client.spin_for(args.first_image_timeout, until=client.got_pose_frame):
+            raise RuntimeError(f"no image within {args.first_image_timeout:.0f} s of the first pose:\n{tail(log_path)}")
+        results["first_image_s"] = time.monotonic() - t_first
+        print(f"  first image {results['first_image_s']:.1f} s after the first pose; warming up {args.warmup:g} s",
+              flush=True)
+        client.spin_for(args.warmup)
+        seq0, t0 = len(client.sent_t), time.monotonic()
+        cpu_node0, cpu_self0 = cpu_seconds(proc.pid), time.process_time()
+        client.spin_for(args.seconds)
+        seq1, t1 = len(client.sent_t), time.monotonic()
+        cpu_node1, cpu_self1 = cpu_seconds(proc.pid), time.process_time()
+        results["machine"]["loadavg_after"] = list(os.getloadavg())
+        client.stop_publishing()
+        client.spin_for(1.5)  # frames still in flight
+        if proc.poll() is not None:
+            failed = f"world_sim died during the run (status {proc.returncode})"
+    except RuntimeError as exc:
+        failed = str(exc)
+    except KeyboardInterrupt:
+        failed = "interrupted"
+    finally:
+        if client is not None:
+            client.close()
+        status = stop_node(proc)
+    results["node_exit_status"] = status
+
+    if not failed:
+        m = client.match()
+        window = range(seq0, seq1)
+        lat = [1e3 * (m["first"][s] - client.sent_t[s]) for s in window if s in m["first"]]
+        odom_lat = [1e3 * (m["odom_first"][s] - client.sent_t[s]) for s in window if s in m["odom_first"]]
+        duration = t1 - t0
+        received = sum(t0 <= t <= t1 for times in client.images.values() for t in times)
+        frames = [stamp for stamp, (t, _) in client.odom.items() if t0 <= t <= t1]  # odom is reliable: one per frame
+        dur_cpu = lambda a, b: (b - a) / duration if a is not None and b is not None else None  # noqa: E731
+        results.update({
+            "poses_sent": len(window),
+            "images_received": received,
+            "frames_published": len(frames),
+            "images_lost": sum(stamp not in client.images for stamp in frames),
+            "matched": len(lat),
+            "dropped_poses": len(window) - len(lat),
+            "window_s": duration,
+            "latency_ms": percentiles(lat),
+            "odom_latency_ms": percentiles(odom_lat),
+            "poses_with_a_frame": len(odom_lat),
+            "sustained_rate_hz": len(lat) / duration,
+            "image_rate_hz": received / duration,
+            "pose_rate_hz": len(window) / duration,
+            "frame_rate_hz": len(frames) / duration,
+            "unmatched": {"images_without_odom_match": m["no_odom"], "duplicate_images": m["duplicates"],
+                          "ambiguous_odom": m["ambiguous"], "odom_without_pose": m["odom_unmatched"]},
+            "cpu_cores_busy": {"node": dur_cpu(cpu_node0, cpu_node1), "client": dur_cpu(cpu_self0, cpu_self1)},
+            "image_size": list(client.image_size) if client.image_size else None,
+        })
+        p50 = results["latency_ms"]["p50"]
+        results["targets"] = {
+            "p50_ms": {"target": TARGET_P50_MS, "value": p50,
+                       "result": "PASS" if p50 is not None and p50 <= TARGET_P50_MS else "MISS"},
+            "rate_hz": {"target": TARGET_RATE_HZ, "value": results["sustained_rate_hz"],
+                        "result": ("N/A (poses sent below the target rate)" if args.rate < TARGET_RATE_HZ else
+                                   "PASS" if results["sustained_rate_hz"] >= TARGET_RATE_HZ else "MISS")},
+        }
+        if args.stages:
+            print("  timing the stages in this process ...", flush=True)
+            results["stages_ms"] = stage_timings(cfg, args.rate, frames=max(30, int(args.rate * 3)))
+    else:
+        results["error"] = failed
+
+    out.write_text(json.dumps(results, indent=2))
+    if failed:
+        print(f"\nbenchmark failed: {failed}\nwrote {out}")
+        return 1
+    report(results)
+    print(f"\nwrote {out} (node log {log_path})")
+    return 0
+
+
+def report(r: dict) -> None:
+    lat, c = r["latency_ms"], r["config"]
+
+    def ms(v):
+        return f"{v:8.1f}ms" if v is not None else "       --"
+
+    print(f"\n{'pose in -> image out, ' + str(c['width']) + 'x' + str(c['height']) + ' projection':44s} {'value':>12s} {'target':>9s}")
+    print(f"{'poses sent in the window (' + format(r['window_s'], '.1f') + ' s)':44s} {r['poses_sent']:12d}")
+    print(f"{'frames published in the window (odom)':44s} {r['frames_published']:12d}")
+    print(f"{'images received in the window':44s} {r['images_received']:12d}")
+    print(f"{'images lost in transport (odom, no image)':44s} {r['images_lost']:12d}")
+    print(f"{'images matched to a window pose':44s} {r['matched']:12d}")
+    print(f"{'poses without an image (superseded/lost)':44s} {r['dropped_poses']:12d}")
+    print(f"{'latency p50':44s} {ms(lat['p50']):>12s} {'<= ' + format(TARGET_P50_MS, 'g') + 'ms':>9s}  "
+          f"{r['targets']['p50_ms']['result']}")
+    for key in ("p95", "p99", "max"):
+        print(f"{'latency ' + key:44s} {ms(lat[key]):>12s}")
+    print(f"{'pose -> odom latency p50 / p95 (no image)':44s} {ms(r['odom_latency_ms']['p50']):>12s} / "
+          f"{ms(r['odom_latency_ms']['p95']).strip()}")
+    print(f"{'sustained rate (matched images / s)':44s} {r['sustained_rate_hz']:10.1f}Hz {'>= ' + format(TARGET_RATE_HZ, 'g') + 'Hz':>9s}  "
+          f"{r['targets']['rate_hz']['result']}")
+    print(f"{'pose rate sent / frame rate (odom)':44s} {r['pose_rate_hz']:10.1f}Hz / {r['frame_rate_hz']:.1f}Hz")
+    busy = r["cpu_cores_busy"]
+    if busy["node"] is not None:
+        print(f"{'CPU cores busy: node / client':44s} {busy['node']:6.2f} / {busy['client']:.2f}")
+    la = r["machine"]
+    print(f"{'load average before / end of window (1 min)':44s} {la['loadavg_before'][0]:6.2f} / "
+          f"{la.get('loadavg_after', [float('nan')])[0]:.2f}")
+    if "stages_ms" in r:
+        s = r["stages_ms"]
+        print(f"\nstages in one process (median of {s['frames']} frames, same config; not the node's own run):")
+        for key, value in s.items():
+            if key != "frames":
+                print(f"  {key:42s} {value:8.1f}ms")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
