@@ -27,6 +27,9 @@ from .geometry import Intrinsics
 log = logging.getLogger(__name__)
 _DEPTH_QUANT = 1e4  # depth keys in 0.1 mm steps (rendered depth has this resolution)
 _EMPTY = torch.iinfo(torch.int64).max
+#: Large splats of one radius are expanded point by point while that writes fewer than this many
+#: entries per pixel; beyond, their centres are z-buffered and grown by a square min-filter.
+_EXPAND_LIMIT = 2.0
 
 
 @dataclass
@@ -136,13 +139,44 @@ def _project(xyz, sel, rot, t, cam_params, w: int, h: int, trash: int, max_radiu
     return pix, key, torch.where(big, r, 0).to(torch.int8), ub, vb
 
 
-def _resolve(zbuf, sel, h: int, w: int, h2: int, w2: int):
-    """Nearest point per pixel from the z-buffer levels: (index into all points, -1; depth, 0)."""
+def _resolve(zbuf, sel, squares, h: int, w: int, h2: int, w2: int):
+    """Nearest point per pixel from the z-buffer levels and the dilated ``squares`` (h, w):
+    (index into all points, -1; depth, 0)."""
     coarse = zbuf[h * w : h * w + h2 * w2].view(h2, 1, w2, 1).expand(h2, 2, w2, 2).reshape(2 * h2, 2 * w2)[:h, :w]
-    best = torch.minimum(zbuf[: h * w].view(h, w), coarse).reshape(-1)
+    best = torch.minimum(torch.minimum(zbuf[: h * w].view(h, w), coarse), squares).reshape(-1)
     hit = best != _EMPTY
     index = torch.where(hit, sel[torch.where(hit, best & 0xFFFFFFFF, 0)], -1)
     return index, torch.where(hit, (best >> 32).to(torch.float32) * (1.0 / _DEPTH_QUANT), 0.0)
+
+
+def _shift(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
+    """``out[i] = x[i + k]`` along ``dim``, empty where ``i + k`` falls outside."""
+    out = torch.full_like(x, _EMPTY)
+    n = x.shape[dim]
+    if abs(k) < n:
+        src = x.narrow(dim, max(k, 0), n - abs(k))
+        out.narrow(dim, max(-k, 0), n - abs(k)).copy_(src)
+    return out
+
+
+def _window_min(x: torch.Tensor, r: int, dim: int) -> torch.Tensor:
+    """Minimum over the window ``[i - r, i + r]`` along ``dim`` (log-step doubling)."""
+    pad = list(x.shape)
+    pad[dim] = r
+    empty = torch.full(pad, _EMPTY, dtype=x.dtype, device=x.device)
+    span = torch.cat([empty, x, empty], dim)  # index j here is i = j - r of x
+    p = 1 << ((2 * r + 1).bit_length() - 1)  # largest power of two <= window length
+    k = 1
+    while k < p:  # span[j] = min over [j, j + 2k - 1]
+        span = torch.minimum(span, _shift(span, k, dim))
+        k *= 2
+    n = x.shape[dim]  # window of i = [i - r, i - r + p - 1] U [i + r - p + 1, i + r]
+    return torch.minimum(span.narrow(dim, 0, n), span.narrow(dim, 2 * r - p + 1, n))
+
+
+def _square_min(img: torch.Tensor, r: int) -> torch.Tensor:
+    """Minimum over the (2r + 1) x (2r + 1) square around each pixel of an int64 image."""
+    return _window_min(_window_min(img, r, 1), r, 0)
 
 
 _compiled: dict[tuple[str, str], object] = {}
@@ -201,12 +235,24 @@ def _splat_one(
     args = (xyz, sel, pose[:3, :3].contiguous(), pose[:3, 3].contiguous(), cam_params, w, h, trash, max_radius)
     pix, key, radius, ub, vb = _run(_project, dev, compile, *args)
     pix_parts, key_parts = [pix], [key]
-    # large splats: exact squares of side 2r + 1 centred on the point (few points: near ones)
+    # large splats: squares of side 2r + 1 centred on the point. Per radius, either each point is
+    # expanded into its pixels (few points: the near ones at fine voxels), or the centres are
+    # z-buffered in a padded image of their own that a square min-filter then grows (many points).
     big = radius.nonzero(as_tuple=True)[0]
+    dilated = []  # (radius, offset of its padded image in zbuf)
+    size = trash + 1
     if big.numel():
         r_big, ub, vb, key_big = radius[big].long(), ub[big].long(), vb[big].long(), key[big]
-        for r in torch.bincount(r_big, minlength=max_radius + 1).nonzero(as_tuple=True)[0].tolist():
+        counts = torch.bincount(r_big, minlength=max_radius + 1).tolist()
+        for r in (r for r, n in enumerate(counts) if n):
             sel_r = (r_big == r).nonzero(as_tuple=True)[0]
+            if counts[r] * (2 * r + 1) ** 2 > _EXPAND_LIMIT * h * w:
+                wp = w + 2 * r
+                pix_parts.append(size + (vb[sel_r] + r) * wp + ub[sel_r] + r)
+                key_parts.append(key_big[sel_r])
+                dilated.append((r, size))
+                size += (h + 2 * r) * wp
+                continue
             off = torch.arange(-r, r + 1, device=dev)
             pu = (ub[sel_r, None] + off.repeat(off.numel())).reshape(-1)
             pv = (vb[sel_r, None] + off.repeat_interleave(off.numel())).reshape(-1)
@@ -214,9 +260,13 @@ def _splat_one(
             inside = (pu >= 0) & (pu < w) & (pv >= 0) & (pv < h)
             pix_parts.append(torch.where(inside, pv * w + pu, trash))
             key_parts.append(kb)
-    zbuf = torch.full((trash + 1,), _EMPTY, dtype=torch.int64, device=dev)
+    zbuf = torch.full((size,), _EMPTY, dtype=torch.int64, device=dev)
     zbuf.scatter_reduce_(0, torch.cat(pix_parts), torch.cat(key_parts), reduce="amin")
-    index, depth = _run(_resolve, dev, compile, zbuf, sel, h, w, h2, w2)
+    squares = torch.full((h, w), _EMPTY, dtype=torch.int64, device=dev)
+    for r, start in dilated:
+        padded = zbuf[start : start + (h + 2 * r) * (w + 2 * r)].view(h + 2 * r, w + 2 * r)
+        squares = torch.minimum(squares, _square_min(padded, r)[r : r + h, r : r + w])
+    index, depth = _run(_resolve, dev, compile, zbuf, sel, squares, h, w, h2, w2)
     return index, depth
 
 

@@ -73,3 +73,32 @@ def test_index_points_at_the_visible_voxels(wall_memory):
     out = render_memory(wall_memory, k, look_at([1.0, 0, 3.0], [2.0, 0, 3.0]))
     idx = out.index[0][out.mask[0]]
     assert torch.allclose(wall_memory.xyz[idx, 0], torch.tensor(2.005), atol=1e-4)
+
+
+def test_square_min_filter_matches_brute_force():
+    from spatia_core.render import _EMPTY, _square_min
+
+    gen = torch.Generator().manual_seed(0)
+    for r in (1, 2, 3, 5, 8):
+        img = torch.randint(0, 1000, (17, 23), generator=gen)
+        img[torch.rand(17, 23, generator=gen) < 0.7] = _EMPTY
+        ref = torch.stack([torch.stack([img[max(0, y - r): y + r + 1, max(0, x - r): x + r + 1].min()
+                                        for x in range(23)]) for y in range(17)])
+        assert torch.equal(_square_min(img, r), ref)
+
+
+def test_expanded_and_filtered_large_splats_render_the_same(monkeypatch):
+    import spatia_core.render as render
+
+    mem = SpatialMemory(voxel_size=0.05)  # coarse voxels: most splats are large
+    wall, grey = _wall(2.0, half=2.0, spacing=0.05)
+    box, red = _wall(1.2, half=0.3, spacing=0.05, color=(255, 0, 0))
+    mem.insert_points(np.concatenate([wall, box]), np.concatenate([grey, red]))
+    k = Intrinsics.from_fov(70, 96, 72)
+    pose = look_at([0.2, 0.1, 2.0], [2.0, -0.2, 1.8])
+    outs = []
+    for limit in (1e9, 0.0):  # expand every radius / filter every radius
+        monkeypatch.setattr(render, "_EXPAND_LIMIT", limit)
+        outs.append(render_memory(mem, k, pose))
+    assert torch.equal(outs[0].index, outs[1].index) and torch.equal(outs[0].depth, outs[1].depth)
+    assert outs[0].mask.all()
