@@ -89,16 +89,7 @@ class SpatiaWorld:
         self.config.validate()
         self.device = torch.device(self.config.device)
         self.intrinsics = make_intrinsics(self.config)
-        m = self.config.memory
-        self.memory = SpatialMemory(
-            voxel_size=m.voxel_size,
-            max_voxels=m.max_voxels,
-            max_weight=m.max_weight,
-            min_depth=m.min_depth,
-            max_depth=m.max_depth,
-            block_size=m.block_size,
-            device=self.device,
-        )
+        self.memory = self._new_memory()
         g = self.config.generator
         self.generator = generator or make_generator(g.backend, device=self.config.device, checkpoint=g.checkpoint)
         self.depth_source = depth_source or RenderedDepth()
@@ -107,6 +98,11 @@ class SpatiaWorld:
         self.init: WorldInit | None = None
         self.pose: np.ndarray | None = None
         self.frames_generated = 0
+
+    def _new_memory(self) -> SpatialMemory:
+        m = self.config.memory
+        return SpatialMemory(voxel_size=m.voxel_size, max_voxels=m.max_voxels, max_weight=m.max_weight,
+                             min_depth=m.min_depth, max_depth=m.max_depth, block_size=m.block_size, device=self.device)
 
     def _new_bank(self) -> None:
         r = self.config.retrieval
@@ -119,15 +115,7 @@ class SpatiaWorld:
 
         On error the previous world is left untouched.
         """
-        fresh = SpatialMemory(
-            voxel_size=self.memory.voxel_size,
-            max_voxels=self.memory.max_voxels,
-            max_weight=self.memory.max_weight,
-            min_depth=self.memory.min_depth,
-            max_depth=self.memory.max_depth,
-            block_size=self.memory.block_size,
-            device=self.device,
-        )
+        fresh = self._new_memory()
         init = load_world(world or self.config.world, fresh, self.intrinsics)
         self.memory = fresh
         self._new_bank()
