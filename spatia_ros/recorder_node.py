@@ -92,7 +92,7 @@ class SessionRecorder(Node):
         topics = list(self.declare_parameter("topics", list(WORLD_SIM_TOPICS)).value)
         storage = self.declare_parameter("storage", "mcap").value
         self.clock_mode = self.declare_parameter("clock", "auto").value
-        self.clock_wait_s = float(self.declare_parameter("clock_wait_s", 2.0).value)
+        self.clock_wait_s = float(self.declare_parameter("clock_wait_s", 5.0).value)
         # must match world_sim's sim.reliable_images: a reliable reader never matches a best-effort writer
         self.camera_qos = dict(SENSOR, reliable=bool(self.declare_parameter("reliable_images", True).value))
         if self.get_parameter("use_sim_time").value:

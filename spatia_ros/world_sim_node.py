@@ -160,11 +160,16 @@ class WorldSimNode(Node):
                     self._cv.wait(timeout=0.1 if self.paused else max(due - now, 0.0))
             if self._stop.is_set():
                 break
-            if job is None:
-                due = max(due + period, time.monotonic())
-                self._produce()
-            else:
-                self._run_job(job)
+            try:
+                if job is None:
+                    due = max(due + period, time.monotonic())
+                    self._produce()
+                else:
+                    self._run_job(job)
+            except Exception:  # publishing after the context went down at shutdown
+                if self._stop.is_set() or not self.context.ok():
+                    break
+                raise
 
     def _run_job(self, job: _Job) -> None:
         total = len(job.poses) or max(job.count, 1)

@@ -36,7 +36,8 @@ def session(tmp_path_factory):
 """)
     sim = start_module(["spatia_ros.world_sim_node", "--ros-args", "--params-file", str(params)], tmp / "sim.log", "world_sim ready")
     try:
-        full = start_module(["spatia_ros.recorder_node", "--ros-args", "-p", f"output:={tmp / 'full'}"], tmp / "full.log",
+        full = start_module(["spatia_ros.recorder_node", "--ros-args", "-p", f"output:={tmp / 'full'}",
+                             "-p", "clock_wait_s:=15.0"], tmp / "full.log",
                       "session_recorder: recording")
         few = start_module(["spatia_ros.recorder_node", "--ros-args", "-p", f"output:={tmp / 'few'}", "-p", "clock:=wall",
                       "-p", "topics:=[camera/image_raw, /tf_static, memory_info, /rosout]"], tmp / "few.log", "session_recorder: recording")
