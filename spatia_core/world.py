@@ -96,6 +96,7 @@ class SpatiaWorld:
         self.dynamics = dynamics
         self._new_bank()
         self.init: WorldInit | None = None
+        self.start_image: np.ndarray | None = None  # uint8 (H, W, 3): the image the world starts from
         self.pose: np.ndarray | None = None
         self.frames_generated = 0
 
@@ -125,9 +126,11 @@ class SpatiaWorld:
         if init.frames:
             for f in init.frames:
                 self._remember(f.rgb, f.depth, f.pose, f.intrinsics)
+            self.start_image = init.frames[0].rgb
         else:  # the initial image of a memory-only world is its rendered start view
             scene = self.render(init.start_pose[None]).numpy()
             self._remember(scene["rgb"][0], np.where(scene["mask"][0], scene["depth"][0], 0), init.start_pose, self.intrinsics)
+            self.start_image = scene["rgb"][0]
         return init
 
     def _remember(self, image, depth, pose, intrinsics: Intrinsics) -> int:
