@@ -15,6 +15,15 @@ def _fmt(v, digits=3) -> str:
     return f"{v:.{digits}f}" if isinstance(v, float) else str(v)
 
 
+def _save(fig, out: Path, name: str) -> str:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(out / name, dpi=100)
+    plt.close(fig)
+    return name
+
+
 def _plots(results: dict, out: Path) -> list[str]:
     import matplotlib
 
@@ -28,13 +37,11 @@ def _plots(results: dict, out: Path) -> list[str]:
             views = seq["views"]
             ax.plot([v["frame"] for v in views], [v["psnr"] for v in views], "o-", label=Path(seq["folder"]).name)
         ax.set_xlabel("held-out frame")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylabel("PSNR (dB)")
         ax.set_title("Held-out real views")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "held_out_psnr.png", dpi=100)
-        plt.close(fig)
-        made.append("held_out_psnr.png")
+        made.append(_save(fig, out, "held_out_psnr.png"))
     if "closed_loop" in results or "long_horizon" in results:
         fig, axes = plt.subplots(1, 2, figsize=(9, 3))
         if "closed_loop" in results:
@@ -49,12 +56,10 @@ def _plots(results: dict, out: Path) -> list[str]:
         axes[0].set_title("Memory growth")
         axes[1].set_xlabel("frame")
         axes[1].set_ylabel("coverage")
+        axes[1].set_ylim(0.0, 1.05)
         axes[1].set_title("Share of pixels the memory explains")
         axes[0].legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "memory.png", dpi=100)
-        plt.close(fig)
-        made.append("memory.png")
+        made.append(_save(fig, out, "memory.png"))
     if "closed_loop" in results:
         timings = results["closed_loop"]["timings"]
         stages = sorted({k for t in timings for k in t})
@@ -68,10 +73,7 @@ def _plots(results: dict, out: Path) -> list[str]:
         ax.set_ylabel("seconds")
         ax.set_title("Time per clip by stage")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "timings.png", dpi=100)
-        plt.close(fig)
-        made.append("timings.png")
+        made.append(_save(fig, out, "timings.png"))
     if "long_horizon" in results:
         lh = results["long_horizon"]["loops"]
         fig, ax = plt.subplots(figsize=(6, 3))
@@ -81,10 +83,7 @@ def _plots(results: dict, out: Path) -> list[str]:
         ax.set_ylabel("dB")
         ax.set_title("Long horizon")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        fig.savefig(out / "long_horizon.png", dpi=100)
-        plt.close(fig)
-        made.append("long_horizon.png")
+        made.append(_save(fig, out, "long_horizon.png"))
     return made
 
 
