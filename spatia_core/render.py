@@ -139,14 +139,15 @@ def _project(xyz, sel, rot, t, cam_params, w: int, h: int, trash: int, max_radiu
     return pix, key, torch.where(big, r, 0).to(torch.int8), ub, vb
 
 
-def _resolve(zbuf, sel, squares, h: int, w: int, h2: int, w2: int):
+def _resolve(zbuf, sel, squares, rgb, h: int, w: int, h2: int, w2: int):
     """Nearest point per pixel from the z-buffer levels and the dilated ``squares`` (h, w):
-    (index into all points, -1; depth, 0)."""
+    (index into all points, -1; depth, 0; colour float (h*w, 3), 0)."""
     coarse = zbuf[h * w : h * w + h2 * w2].view(h2, 1, w2, 1).expand(h2, 2, w2, 2).reshape(2 * h2, 2 * w2)[:h, :w]
     best = torch.minimum(torch.minimum(zbuf[: h * w].view(h, w), coarse), squares).reshape(-1)
     hit = best != _EMPTY
-    index = torch.where(hit, sel[torch.where(hit, best & 0xFFFFFFFF, 0)], -1)
-    return index, torch.where(hit, (best >> 32).to(torch.float32) * (1.0 / _DEPTH_QUANT), 0.0)
+    point = sel[torch.where(hit, best & 0xFFFFFFFF, 0)]
+    depth = torch.where(hit, (best >> 32).to(torch.float32) * (1.0 / _DEPTH_QUANT), 0.0)
+    return torch.where(hit, point, -1), depth, rgb[point] * hit[:, None]
 
 
 def _shift(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
@@ -209,6 +210,7 @@ def _run(fn, device: torch.device, compile: bool, *args):
 
 def _splat_one(
     xyz: torch.Tensor,
+    rgb: torch.Tensor,
     pose: torch.Tensor,
     k: Intrinsics,
     voxel_size: float,
@@ -219,7 +221,8 @@ def _splat_one(
     blocks: BlockIndex | None,
     compile: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Z-buffer one camera: returns (point index int64 (H*W,), -1 where empty; depth float (H*W,))."""
+    """Z-buffer one camera: (point index int64 (H*W,), -1 where empty; depth float (H*W,), 0 where
+    empty; colour float (H*W, 3) from ``rgb`` float (N, 3), 0 where empty)."""
     h, w = k.height, k.width
     dev = xyz.device
     if blocks is not None:
@@ -227,7 +230,8 @@ def _splat_one(
     else:
         sel = torch.arange(xyz.shape[0], device=dev)
     if sel.numel() == 0:
-        return torch.full((h * w,), -1, dtype=torch.int64, device=dev), torch.zeros(h * w, device=dev)
+        return (torch.full((h * w,), -1, dtype=torch.int64, device=dev), torch.zeros(h * w, device=dev),
+                torch.zeros((h * w, 3), device=dev))
     h2, w2 = (h + 1) // 2, (w + 1) // 2
     trash = h * w + h2 * w2  # one extra slot takes every point that is not a small splat
     footprint = splat_scale * voxel_size * max(k.fx, k.fy)
@@ -266,8 +270,7 @@ def _splat_one(
     for r, start in dilated:
         padded = zbuf[start : start + (h + 2 * r) * (w + 2 * r)].view(h + 2 * r, w + 2 * r)
         squares = torch.minimum(squares, _square_min(padded, r)[r : r + h, r : r + w])
-    index, depth = _run(_resolve, dev, compile, zbuf, sel, squares, h, w, h2, w2)
-    return index, depth
+    return _run(_resolve, dev, compile, zbuf, sel, squares, rgb, h, w, h2, w2)
 
 
 def render_points(
@@ -298,16 +301,14 @@ def render_points(
     b = poses_t.shape[0]
     index = torch.full((b, h * w), -1, dtype=torch.int64, device=device)
     depth = torch.zeros((b, h * w), dtype=torch.float32, device=device)
-    if xyz.shape[0]:
-        xyz = xyz.float()
-        for i in range(b):
-            index[i], depth[i] = _splat_one(
-                xyz, poses_t[i], intrinsics, voxel_size, splat_scale, max_radius, near, far, blocks, compile
-            )
-    mask = index >= 0
     color = torch.zeros((b, h * w, 3), dtype=torch.float32, device=device)
     if xyz.shape[0]:
-        color[mask] = rgb[index[mask]].float()
+        xyz, rgb = xyz.float(), rgb.float()
+        for i in range(b):
+            index[i], depth[i], color[i] = _splat_one(
+                xyz, rgb, poses_t[i], intrinsics, voxel_size, splat_scale, max_radius, near, far, blocks, compile
+            )
+    mask = index >= 0
     return SceneProjection(
         rgb=color.view(b, h, w, 3), depth=depth.view(b, h, w), mask=mask.view(b, h, w), index=index.view(b, h, w)
     )
