@@ -23,7 +23,7 @@ from ..config import SpatiaConfig
 from ..trajectories import make_trajectory
 from ..world import SpatiaWorld
 from ..worlds import read_rgbd_folder
-from . import metrics
+from . import matching, metrics
 
 
 def image_metrics(pred: np.ndarray, target: np.ndarray, lpips_model=None, mask=None) -> dict:
@@ -59,10 +59,10 @@ def closed_loop(config: SpatiaConfig, n_frames: int = 48, trajectory: str = "loo
     if first.shape != last.shape:
         first = run["frames"][0]
     result = {f"{k}_c": v for k, v in image_metrics(last, first, lpips_model).items()}
-    result["match"] = metrics.match_accuracy(first, last, method=match_method)
+    result["match"] = matching.match_accuracy(first, last, method=match_method)
     # every 3rd frame: consecutive loop frames are too close for a translation direction
     step = 3 if len(poses) >= 12 else 1
-    result["camera_control"] = metrics.camera_control_error(run["frames"][::step], poses[::step], world.intrinsics.matrix())
+    result["camera_control"] = matching.camera_control_error(run["frames"][::step], poses[::step], world.intrinsics.matrix())
     result.update(frames=len(poses), seconds=round(seconds, 3), seconds_per_frame=round(seconds / len(poses), 4),
                   coverage=run["coverage"], memory_voxels=run["memory_voxels"], timings=run["timings"])
     return result
