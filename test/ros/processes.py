@@ -41,3 +41,16 @@ def stop(proc, sig, timeout=20):
         rc = None
     proc.log.close()
     return rc
+
+
+def start_world_sim(tmp, log_name, width, height, voxel_size, **sim):
+    """world_sim with a small camera and ``sim.*`` parameters (``map_dir`` inside ``tmp``)."""
+    sim = {"map_dir": str(Path(tmp) / "maps"), **sim}
+    params = Path(tmp) / "params.yaml"
+    params.write_text("world_sim:\n  ros__parameters:\n"
+                      f"    camera: {{width: {width}, height: {height}}}\n"
+                      f"    memory: {{voxel_size: {voxel_size}}}\n"
+                      "    sim: {" + ", ".join(f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {v}"
+                                           for k, v in sim.items()) + "}\n")
+    return start_module(["spatia_ros.world_sim_node", "--ros-args", "--params-file", str(params)],
+                        Path(tmp) / log_name, "world_sim ready")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processes import RCLPY_MISSING, start_module, stop
+from processes import RCLPY_MISSING, start_module, start_world_sim, stop
 
 pytestmark = pytest.mark.skipif(bool(RCLPY_MISSING), reason=RCLPY_MISSING)
 
@@ -27,14 +27,7 @@ def session(tmp_path_factory):
     The second one also asks for /rosout, which is not a world_sim topic: it is found in the graph.
     """
     tmp = tmp_path_factory.mktemp("recorder")
-    params = tmp / "params.yaml"
-    params.write_text(f"""world_sim:
-  ros__parameters:
-    camera: {{width: 64, height: 48}}
-    memory: {{voxel_size: 0.05}}
-    sim: {{rate_hz: {RATE}, map_dir: "{tmp / 'maps'}", cloud_rate_hz: 1.0, cloud_max_points: 2000}}
-""")
-    sim = start_module(["spatia_ros.world_sim_node", "--ros-args", "--params-file", str(params)], tmp / "sim.log", "world_sim ready")
+    sim = start_world_sim(tmp, "sim.log", 64, 48, 0.05, rate_hz=RATE, cloud_rate_hz=1.0, cloud_max_points=2000)
     try:
         full = start_module(["spatia_ros.recorder_node", "--ros-args", "-p", f"output:={tmp / 'full'}",
                              "-p", "clock_wait_s:=15.0"], tmp / "full.log",

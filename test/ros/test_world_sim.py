@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from processes import RCLPY_MISSING, start_module, stop
+from processes import RCLPY_MISSING, start_world_sim, stop
 
 pytestmark = pytest.mark.skipif(bool(RCLPY_MISSING), reason=RCLPY_MISSING)
 
@@ -18,15 +18,8 @@ PERIOD_NS = int(1e9 / RATE)
 @pytest.fixture(scope="module")
 def node_proc(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("world_sim")
-    params = tmp / "params.yaml"
-    params.write_text(f"""world_sim:
-  ros__parameters:
-    camera: {{width: 128, height: 96}}
-    memory: {{voxel_size: 0.03}}
-    sim: {{rate_hz: {RATE}, map_dir: "{tmp / 'maps'}", cloud_rate_hz: 2.0, cloud_max_points: 5000, cmd_timeout: 0.0}}
-""")
-    proc = start_module(["spatia_ros.world_sim_node", "--ros-args", "--params-file", str(params)], tmp / "node.log",
-                        "world_sim ready")
+    proc = start_world_sim(tmp, "node.log", 128, 96, 0.03, rate_hz=RATE, cloud_rate_hz=2.0, cloud_max_points=5000,
+                           cmd_timeout=0.0)
     proc.tmp = tmp
     yield proc
     stop(proc, signal.SIGTERM)
