@@ -74,6 +74,8 @@ reqs=(requirements.txt requirements-test.txt)
 # evaluation extras: installed without dependencies (they declare torchvision, which would pull a
 # CUDA torch); see requirements-eval.txt
 eval_reqs=requirements-eval.txt
+# model packages without dependencies (sam2, the diffsynth reference); see requirements-models.txt
+model_reqs=requirements-models.txt
 pip_args=()
 for r in "${reqs[@]}"; do pip_args+=(-r "$r"); done
 if [[ $MODE == system ]]; then
@@ -86,13 +88,15 @@ if [[ $MODE == system ]]; then
   fi
 fi
 stamp=$VENV/.spatia-requirements
-want="$MODE $(digest "${reqs[@]}" "$eval_reqs")"
+want="$MODE $(digest "${reqs[@]}" "$eval_reqs" "$model_reqs")"
 if is_current "$stamp" "$want"; then
   log "Python dependencies up to date"
 else
-  log "installing ${reqs[*]} $eval_reqs (first run: a few minutes)"
+  log "installing ${reqs[*]} $eval_reqs $model_reqs (first run: a few minutes)"
   "$VPY" -m pip install -q --disable-pip-version-check "${pip_args[@]}"
   "$VPY" -m pip install -q --disable-pip-version-check --no-deps -r "$eval_reqs"
+  SAM2_BUILD_CUDA=0 "$VPY" -m pip install -q --disable-pip-version-check --no-deps \
+    --no-build-isolation -r "$model_reqs"
   echo "$want" >"$stamp"
 fi
 

@@ -22,6 +22,26 @@ from .errors import SpatiaError
 
 log = logging.getLogger("spatia")
 
+#: Subcommands that live beside the code they drive: name -> (module, help). Each module has
+#: ``add_arguments(parser)`` and ``run(args) -> int`` and imports nothing heavy at module level.
+MODULE_COMMANDS = {
+    "train": ("spatia_core.training.cli", "train the Spatia diffusion model (stage 1 control blocks, stage 2 LoRA)"),
+    "convert": ("spatia_core.generators.spatia.convert", "convert the official Spatia release into a spatia checkpoint"),
+    "edit": ("spatia_core.memory.edit_cli", "edit a saved map: remove, recolor, add an object, undo"),
+}
+
+
+def _command_module(name: str):
+    import importlib
+
+    module, _ = MODULE_COMMANDS[name]
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and module.startswith(exc.name):
+            return None  # not part of this installation
+        raise
+
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="spatia", description="Spatia world generation with an updatable spatial memory.")
@@ -73,6 +93,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--width", type=int, default=None)
     r.add_argument("--height", type=int, default=None)
     r.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    for name, (_, help_text) in MODULE_COMMANDS.items():
+        module = _command_module(name)
+        if module is not None:
+            module.add_arguments(sub.add_parser(name, help=help_text))
     p.add_argument("-v", "--verbose", action="store_true", help="log debug information")
     return p
 
@@ -260,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
         commands = {"generate": cmd_generate, "info": cmd_info, "replay": cmd_replay, "eval": cmd_eval}
+        if args.command in MODULE_COMMANDS:
+            return _command_module(args.command).run(args)
         return commands[args.command](args)
     except SpatiaError as exc:
         print(f"spatia: error: {exc}", file=sys.stderr)

@@ -70,6 +70,26 @@ class GeneratorConfig:
     prompt: str = ""  # text prompt
     seed: int = 0  # random seed of stochastic backends
     checkpoint: str = ""  # weights directory of the diffusion backend
+    steps: int = 40  # diffusion sampling steps (official default)
+    guidance_scale: float = 3.5  # classifier-free guidance scale (1 disables the unconditional pass)
+    shift: float = 5.0  # flow-matching sigma shift of the sampler
+    control_scale: float = 1.0  # scale of the scene-projection control hints
+    negative_prompt: str = ""  # text the unconditional branch of guidance is pushed away from
+    dtype: str = "auto"  # auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
+    offload: str = "none"  # none | model (one sub-model on the GPU at a time) | sequential (layer by layer)
+
+
+@dataclass
+class UpdateConfig:
+    depth: str = "rendered"  # depth of new content: rendered (memory only) | multiview | mono | mapanything
+    depth_checkpoint: str = ""  # local model directory of the mono / mapanything depth source
+    pose_refine: str = "none"  # none | rgbd_odometry | icp: align generated frames to the memory before fusing
+    max_correction_m: float = 0.10  # pose corrections beyond these bounds are refused (frame fused unrefined)
+    max_correction_deg: float = 5.0
+    dynamics: str = "none"  # dynamic-entity masks: none | residual (weight-free) | sam2
+    sam2_checkpoint: str = ""  # SAM2 weights (.pt); sam2 needs them
+    sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"  # SAM2 model config (packaged name)
+    dynamic_mask: str = ""  # mask image of dynamic entities in the first frame (official mask.png)
 
 
 @dataclass
@@ -106,6 +126,7 @@ class SpatiaConfig:
     render: RenderConfig = field(default_factory=RenderConfig)
     retrieval: RetrievalConfig = field(default_factory=RetrievalConfig)
     generator: GeneratorConfig = field(default_factory=GeneratorConfig)
+    update: UpdateConfig = field(default_factory=UpdateConfig)
     sim: SimConfig = field(default_factory=SimConfig)
     device: str = "cpu"  # torch device: cpu, cuda, cuda:1, ...
 
@@ -181,6 +202,12 @@ class SpatiaConfig:
             (self.retrieval.voxel_size > 0, "retrieval.voxel_size must be > 0"),
             (self.generator.clip_frames > 0, "generator.clip_frames must be > 0"),
             (self.generator.history_frames >= 0, "generator.history_frames must be >= 0"),
+            (self.generator.steps >= 1, "generator.steps must be >= 1"),
+            (self.generator.dtype in ("auto", "float32", "bfloat16", "float16"),
+             "generator.dtype must be auto, float32, bfloat16 or float16"),
+            (self.generator.offload in ("none", "model", "sequential"), "generator.offload must be none, model or sequential"),
+            (self.update.max_correction_m >= 0 and self.update.max_correction_deg >= 0,
+             "update.max_correction_m/deg must be >= 0"),
             (self.render.max_radius >= 1, "render.max_radius must be >= 1"),
             (self.sim.rate_hz > 0, "sim.rate_hz must be > 0"),
             (self.sim.base_model in ("unicycle", "holonomic"), "sim.base_model must be unicycle or holonomic"),

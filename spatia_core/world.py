@@ -18,38 +18,21 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterator, Protocol
+from typing import Iterator
 
 import numpy as np
 import torch
 
 from .config import SpatiaConfig, WorldConfig
+from .dynamics import DynamicsSource, make_dynamics
 from .errors import InputError
 from .generators import ConditionFrame, GenerationRequest, Generator, make_generator
 from .geometry import Intrinsics, validate_poses
+from .geometry_update import DepthSource, PoseCorrection, PoseRefiner, RenderedDepth, make_depth_source, make_pose_refiner
 from .memory import SpatialMemory
 from .render import SceneProjection, render_memory
 from .retrieval import FrameBank, Reference, retrieve_references
 from .worlds import WorldInit, load_world
-
-
-class DepthSource(Protocol):
-    """Depth for generated frames the backend gave no depth for."""
-
-    def estimate(self, frames: np.ndarray, scene: dict, poses: np.ndarray, intrinsics: Intrinsics) -> np.ndarray: ...
-
-
-class DynamicsSource(Protocol):
-    """Masks of dynamic pixels in generated frames (excluded from the memory)."""
-
-    def masks(self, frames: np.ndarray, scene: dict) -> np.ndarray | None: ...
-
-
-class RenderedDepth:
-    """Default depth source: the memory's rendered depth (0 where it shows nothing)."""
-
-    def estimate(self, frames, scene, poses, intrinsics):
-        return np.where(scene["mask"], scene["depth"], 0.0).astype(np.float32)
 
 
 @dataclass
@@ -65,6 +48,9 @@ class ClipResult:
     references: list[Reference] = field(default_factory=list)
     frame_ids: list[int] = field(default_factory=list)  # bank ids of the new frames
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
+    dynamic: np.ndarray | None = None  # bool (T, H, W) pixels masked as dynamic (kept out of the memory)
+    fused_poses: np.ndarray | None = None  # float64 (T, 4, 4) poses the frames were fused at (after refinement)
+    corrections: list[PoseCorrection] = field(default_factory=list)  # pose refinement per frame
 
 
 def make_intrinsics(cfg: SpatiaConfig) -> Intrinsics:
@@ -84,6 +70,7 @@ class SpatiaWorld:
         generator: Generator | None = None,
         depth_source: DepthSource | None = None,
         dynamics: DynamicsSource | None = None,
+        pose_refiner: PoseRefiner | None = None,
     ):
         self.config = config or SpatiaConfig()
         self.config.validate()
@@ -92,8 +79,10 @@ class SpatiaWorld:
         self.memory = self._new_memory()
         g = self.config.generator
         self.generator = generator or make_generator(g.backend, device=self.config.device, checkpoint=g.checkpoint)
-        self.depth_source = depth_source or RenderedDepth()
-        self.dynamics = dynamics
+        u = self.config.update
+        self.depth_source = depth_source or make_depth_source(u, device=self.config.device)
+        self.dynamics = dynamics if dynamics is not None else make_dynamics(u, device=self.config.device)
+        self.pose_refiner = pose_refiner if pose_refiner is not None else make_pose_refiner(u, device=self.config.device)
         self._new_bank()
         self.init: WorldInit | None = None
         self.start_image: np.ndarray | None = None  # uint8 (H, W, 3): the image the world starts from
@@ -123,6 +112,8 @@ class SpatiaWorld:
         self.init = init
         self.pose = init.start_pose.copy()
         self.frames_generated = 0
+        if self.dynamics is not None and hasattr(self.dynamics, "reset"):
+            self.dynamics.reset()
         if init.frames:
             for f in init.frames:
                 self._remember(f.rgb, f.depth, f.pose, f.intrinsics)
@@ -140,6 +131,11 @@ class SpatiaWorld:
         return frame_id
 
     # -- loop ------------------------------------------------------------------------------
+    def _history_frames(self) -> list[ConditionFrame]:
+        """The last ``generator.history_frames`` frames, oldest first."""
+        n = self.config.generator.history_frames
+        return [c for _, c in list(self.history)[-n:]] if n else []
+
     def render(self, poses) -> SceneProjection:
         """Scene projection of the memory into camera-to-world ``poses`` (T, 4, 4)."""
         r = self.config.render
@@ -180,7 +176,7 @@ class SpatiaWorld:
             scene_rgb=scene["rgb"],
             scene_depth=scene["depth"],
             visibility=scene["mask"],
-            history=[c for _, c in list(self.history)[-g.history_frames :]] if g.history_frames else [],
+            history=self._history_frames(),
             references=[
                 ConditionFrame(self.bank.frames[ref.bank_index].image(), self.bank.frames[ref.bank_index].pose,
                                self.bank.frames[ref.bank_index].intrinsics)
@@ -198,21 +194,30 @@ class SpatiaWorld:
         timings["generate"] = time.perf_counter() - t0
 
         t0 = time.perf_counter()
-        depth = result.depth if result.depth is not None else self.depth_source.estimate(result.frames, scene, poses, self.intrinsics)
-        dyn = self.dynamics.masks(result.frames, scene) if self.dynamics is not None else None
+        depth = result.depth if result.depth is not None else self.depth_source.estimate(
+            result.frames, scene, poses, self.intrinsics, history=self._history_frames())
+        timings["depth"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dyn = self.dynamics.masks(result.frames, scene, poses, self.intrinsics) if self.dynamics is not None else None
+        timings["dynamics"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        fused_poses, corrections = poses, []
+        if remember and self.pose_refiner is not None:
+            fused_poses, corrections = self.pose_refiner.refine(result.frames, depth, poses, scene, self.intrinsics)
         frame_ids = []
         # The memory is authoritative where it covers a pixel: those voxels count as observed,
         # and only pixels it does not explain (and that are not dynamic) add geometry.
         observed = [projection.index[i][projection.mask[i]] for i in range(len(poses))] if remember else []
         for i in range(len(poses) if remember else 0):
             exclude = scene["mask"][i] if dyn is None else scene["mask"][i] | dyn[i]
-            self.memory.insert_frame(result.frames[i], depth[i], self.intrinsics, poses[i],
+            self.memory.insert_frame(result.frames[i], depth[i], self.intrinsics, fused_poses[i],
                                      exclude_mask=exclude, observed=observed[i])
-            frame_ids.append(self._remember(result.frames[i], depth[i], poses[i], self.intrinsics))
+            frame_ids.append(self._remember(result.frames[i], depth[i], fused_poses[i], self.intrinsics))
         timings["fuse"] = time.perf_counter() - t0
         self.frames_generated += len(poses)
         self.pose = poses[-1].copy()
-        return ClipResult(poses, result.frames, scene["rgb"], scene["depth"], scene["mask"], depth, references, frame_ids, timings)
+        return ClipResult(poses, result.frames, scene["rgb"], scene["depth"], scene["mask"], depth, references, frame_ids,
+                          timings, dynamic=dyn, fused_poses=fused_poses, corrections=corrections)
 
     def run(self, poses, clip_frames: int | None = None, prompts: list[str] | None = None) -> Iterator[ClipResult]:
         """Generate along a whole trajectory, ``clip_frames`` poses per clip (a generator of clips)."""

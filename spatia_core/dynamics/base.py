@@ -1,0 +1,22 @@
+"""Interface of dynamic-mask sources."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+import numpy as np
+
+from ..geometry import Intrinsics
+
+
+class DynamicsSource(Protocol):
+    """Masks of dynamic pixels in generated frames (excluded from the memory).
+
+    ``scene`` is the clip's scene projection as NumPy (``rgb``, ``depth``, ``mask``). Returns bool
+    (T, H, W), True = dynamic, or ``None`` when nothing is dynamic. ``reset()`` forgets any state
+    carried between clips (called when the world is reset).
+    """
+
+    def masks(self, frames: np.ndarray, scene: dict, poses: np.ndarray, intrinsics: Intrinsics) -> np.ndarray | None: ...
+
+    def reset(self) -> None: ...

@@ -1,0 +1,40 @@
+"""Geometry for new content: depth of generated frames and their alignment to the memory.
+
+Two small interfaces, picked by ``config.update``:
+
+* :class:`DepthSource` gives metric depth for generated frames (``update.depth``);
+* :class:`PoseRefiner` aligns generated frames to the memory before they are fused
+  (``update.pose_refine``).
+
+Where the memory already covers a pixel its rendered depth is authoritative: the world loop
+only fuses pixels the memory does not explain, whatever the depth source says there.
+"""
+
+from __future__ import annotations
+
+from .base import DepthSource, PoseCorrection, PoseRefiner, RenderedDepth
+
+DEPTH_SOURCES = ("rendered", "multiview", "mono", "mapanything")
+POSE_REFINERS = ("none", "rgbd_odometry", "icp")
+
+
+def make_depth_source(update, device="cpu") -> DepthSource:
+    """The depth source named by ``update.depth`` (an :class:`~spatia_core.config.UpdateConfig`)."""
+    from ..errors import InputError
+
+    if update.depth == "rendered":
+        return RenderedDepth()
+    raise InputError(f"unknown depth source {update.depth!r}; choose one of {', '.join(DEPTH_SOURCES)}")
+
+
+def make_pose_refiner(update, device="cpu") -> PoseRefiner | None:
+    """The pose refiner named by ``update.pose_refine``; ``None`` for ``none``."""
+    from ..errors import InputError
+
+    if update.pose_refine == "none":
+        return None
+    raise InputError(f"unknown pose refiner {update.pose_refine!r}; choose one of {', '.join(POSE_REFINERS)}")
+
+
+__all__ = ["DEPTH_SOURCES", "POSE_REFINERS", "DepthSource", "PoseCorrection", "PoseRefiner", "RenderedDepth",
+           "make_depth_source", "make_pose_refiner"]
