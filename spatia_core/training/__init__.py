@@ -1,0 +1,1 @@
+"""Training of the Spatia diffusion model (flow matching on accelerate; ``spatia train``)."""
