@@ -12,3 +12,15 @@ def data_dir() -> Path:
     if not DATA.is_dir():
         pytest.skip(f"real test data not found at {DATA} (it lives in ../shared/data beside the repo)")
     return DATA
+
+
+@pytest.fixture(scope="module")
+def torch_one_thread():
+    """Single-threaded torch for a module (restored afterwards): many small tensor ops run faster
+    and deterministically on one thread of a small shared machine."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
