@@ -84,10 +84,13 @@ def _fuse(memory: SpatialMemory, frames: list[RGBDFrame], masks=None) -> None:
         memory.insert_frame(f.rgb, f.depth, f.intrinsics, f.pose, exclude_mask=None if masks is None else masks[i])
 
 
-def load_world(cfg: WorldConfig, memory: SpatialMemory, camera: Intrinsics | None = None) -> WorldInit:
+def load_world(cfg: WorldConfig, memory: SpatialMemory, camera: Intrinsics | None = None,
+               depth_source=None) -> WorldInit:
     """Fill ``memory`` (cleared first, only once the source was read) from the world ``cfg``.
 
-    ``camera`` is the output camera, used for image worlds without intrinsics.
+    ``camera`` is the output camera, used for image worlds without intrinsics. ``depth_source``
+    (a single-image depth source with ``estimate_single(image, intrinsics)``: ``update.depth``
+    mono or mapanything) gives a test case without a depth file its depth.
     """
     source = resolve_source(cfg)
     if source == "builtin":
@@ -136,12 +139,19 @@ def load_world(cfg: WorldConfig, memory: SpatialMemory, camera: Intrinsics | Non
     from ..testcase import read_testcase
 
     case = read_testcase(cfg.path)
-    if case.depth is None:
-        raise BackendUnavailableError(
-            f"test case {cfg.path} has no depth.png/depth.npy; single-image depth estimation is not available yet"
-        )
+    depth = case.depth
+    if depth is None:
+        estimate_single = getattr(depth_source, "estimate_single", None)
+        if estimate_single is None:
+            raise BackendUnavailableError(
+                f"test case {cfg.path} has no depth.png/depth.npy; set update.depth to mono or mapanything "
+                "(with update.depth_checkpoint) to estimate the first image's depth"
+            )
+        depth = np.asarray(estimate_single(case.image, case.intrinsics), dtype=np.float32)
+        if depth.shape != case.image.shape[:2]:
+            raise InputError(f"depth source returned {depth.shape} for a {case.image.shape[:2]} image")
     tf = upright_transform(case.poses[0])
-    frame = RGBDFrame(case.image, case.depth, tf @ case.poses[0], case.intrinsics, "img")
+    frame = RGBDFrame(case.image, depth, tf @ case.poses[0], case.intrinsics, "img")
     memory.clear()
     _fuse(memory, [frame], masks=[case.mask] if case.mask is not None else None)
     return WorldInit(source, frame.pose, frames=[frame], map_from_source=tf, prompts=list(case.prompts))
