@@ -90,6 +90,11 @@ class UpdateConfig:
     sam2_checkpoint: str = ""  # SAM2 weights (.pt); sam2 needs them
     sam2_config: str = "configs/sam2.1/sam2.1_hiera_t.yaml"  # SAM2 model config (packaged name)
     dynamic_mask: str = ""  # mask image of dynamic entities in the first frame (official mask.png)
+    residual_color: float = 30.0  # residual dynamics: mean |RGB| difference (0-255) that counts as disagreement
+    residual_depth: float = 0.05  # residual dynamics: relative depth difference that counts as disagreement
+    residual_depth_abs: float = 0.03  # residual dynamics: absolute depth tolerance added to it, metres
+    residual_window: int = 2  # residual dynamics: frames on each side checked for multi-frame consistency
+    residual_dilate: int = 2  # residual dynamics: pixels the dynamic mask is grown by
 
 
 @dataclass
@@ -208,6 +213,10 @@ class SpatiaConfig:
             (self.generator.offload in ("none", "model", "sequential"), "generator.offload must be none, model or sequential"),
             (self.update.max_correction_m >= 0 and self.update.max_correction_deg >= 0,
              "update.max_correction_m/deg must be >= 0"),
+            (self.update.residual_color > 0 and self.update.residual_depth >= 0 and self.update.residual_depth_abs >= 0,
+             "update.residual_color must be > 0 and residual_depth/residual_depth_abs >= 0"),
+            (self.update.residual_window >= 1 and self.update.residual_dilate >= 0,
+             "update.residual_window must be >= 1 and residual_dilate >= 0"),
             (self.render.max_radius >= 1, "render.max_radius must be >= 1"),
             (self.sim.rate_hz > 0, "sim.rate_hz must be > 0"),
             (self.sim.base_model in ("unicycle", "holonomic"), "sim.base_model must be unicycle or holonomic"),

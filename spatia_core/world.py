@@ -78,7 +78,10 @@ class SpatiaWorld:
         self.intrinsics = make_intrinsics(self.config)
         self.memory = self._new_memory()
         g = self.config.generator
-        self.generator = generator or make_generator(g.backend, device=self.config.device, checkpoint=g.checkpoint)
+        self.generator = generator or make_generator(
+            g.backend, device=self.config.device, checkpoint=g.checkpoint,
+            **{k: getattr(g, k) for k in ("steps", "guidance_scale", "shift", "control_scale", "negative_prompt", "dtype",
+                                          "offload", "history_frames")})
         u = self.config.update
         self.depth_source = depth_source or make_depth_source(u, device=self.config.device)
         self.dynamics = dynamics if dynamics is not None else make_dynamics(u, device=self.config.device)
@@ -106,7 +109,7 @@ class SpatiaWorld:
         On error the previous world is left untouched.
         """
         fresh = self._new_memory()
-        init = load_world(world or self.config.world, fresh, self.intrinsics)
+        init = load_world(world or self.config.world, fresh, self.intrinsics, depth_source=self.depth_source)
         self.memory = fresh
         self._new_bank()
         self.init = init
@@ -197,13 +200,17 @@ class SpatiaWorld:
         depth = result.depth if result.depth is not None else self.depth_source.estimate(
             result.frames, scene, poses, self.intrinsics, history=self._history_frames())
         timings["depth"] = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        dyn = self.dynamics.masks(result.frames, scene, poses, self.intrinsics) if self.dynamics is not None else None
-        timings["dynamics"] = time.perf_counter() - t0
+        # Align to the memory first (the dynamics check compares frames at the poses they are fused at).
         t0 = time.perf_counter()
         fused_poses, corrections = poses, []
         if remember and self.pose_refiner is not None:
             fused_poses, corrections = self.pose_refiner.refine(result.frames, depth, poses, scene, self.intrinsics)
+        timings["refine"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        dyn = (self.dynamics.masks(result.frames, scene, fused_poses, self.intrinsics, depth=depth)
+               if self.dynamics is not None else None)
+        timings["dynamics"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
         frame_ids = []
         # The memory is authoritative where it covers a pixel: those voxels count as observed,
         # and only pixels it does not explain (and that are not dynamic) add geometry.

@@ -16,6 +16,14 @@ def make_dynamics(update, device="cpu") -> DynamicsSource | None:
 
     if update.dynamics == "none":
         return None
+    if update.dynamics == "residual":
+        from .residual import make_residual_dynamics
+
+        return make_residual_dynamics(update)
+    if update.dynamics == "sam2":
+        from .sam2 import make_sam2_dynamics
+
+        return make_sam2_dynamics(update, device=device)
     raise InputError(f"unknown dynamics source {update.dynamics!r}; choose one of {', '.join(DYNAMICS_SOURCES)}")
 
 

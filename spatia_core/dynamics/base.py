@@ -14,9 +14,11 @@ class DynamicsSource(Protocol):
 
     ``scene`` is the clip's scene projection as NumPy (``rgb``, ``depth``, ``mask``). Returns bool
     (T, H, W), True = dynamic, or ``None`` when nothing is dynamic. ``reset()`` forgets any state
-    carried between clips (called when the world is reset).
+    carried between clips (called when the world is reset). ``depth`` float32 (T, H, W) metres is
+    the depth the world will fuse the frames with (0 = unknown), passed by keyword.
     """
 
-    def masks(self, frames: np.ndarray, scene: dict, poses: np.ndarray, intrinsics: Intrinsics) -> np.ndarray | None: ...
+    def masks(self, frames: np.ndarray, scene: dict, poses: np.ndarray, intrinsics: Intrinsics,
+              depth: np.ndarray | None = None) -> np.ndarray | None: ...
 
     def reset(self) -> None: ...

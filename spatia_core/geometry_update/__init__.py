@@ -24,6 +24,18 @@ def make_depth_source(update, device="cpu") -> DepthSource:
 
     if update.depth == "rendered":
         return RenderedDepth()
+    if update.depth == "multiview":
+        from .multiview import MultiViewDepth
+
+        return MultiViewDepth(device=device)
+    if update.depth == "mono":
+        from .mono import MonoDepth
+
+        return MonoDepth(update.depth_checkpoint, device=device)
+    if update.depth == "mapanything":
+        from .mapanything import MapAnythingDepth
+
+        return MapAnythingDepth(update.depth_checkpoint, device=device)
     raise InputError(f"unknown depth source {update.depth!r}; choose one of {', '.join(DEPTH_SOURCES)}")
 
 
@@ -33,6 +45,10 @@ def make_pose_refiner(update, device="cpu") -> PoseRefiner | None:
 
     if update.pose_refine == "none":
         return None
+    if update.pose_refine in ("rgbd_odometry", "icp"):
+        from .pose_refine import make_memory_pose_refiner
+
+        return make_memory_pose_refiner(update)
     raise InputError(f"unknown pose refiner {update.pose_refine!r}; choose one of {', '.join(POSE_REFINERS)}")
 
 
