@@ -1,0 +1,293 @@
+"""``spatia edit``: edit a saved map (.ply) and undo edits (a thin entry point over :mod:`.edit`).
+
+    spatia edit room.ply --out room_edit.ply --remove-box 1,-0.5,0,2,0.5,1.5
+    spatia edit room_edit.ply --out room_edit.ply --recolor-box 0,0,0,1,1,1:255,0,0
+    spatia edit room.ply --out room_edit.ply --remove-mask chair.png --pose pose.txt --intrinsics 500,500,320,240
+    spatia edit room.ply --out room_edit.ply --add chair.ply --at 1,0,0,0,0,1.57 --scale 0.5
+    spatia edit room_edit.ply --undo
+
+Operations run in the order given. The input map is never modified unless it is also ``--out``;
+``--out`` is written atomically. Before writing, the map the edit starts from is copied into the
+undo journal ``OUT.ply.edits/`` beside the output (``journal.json`` plus one numbered ``.ply``
+per edit, the last ``--keep`` edits); ``spatia edit OUT.ply --undo`` puts the map the last edit
+of ``OUT.ply`` started from back in place (atomically) and drops that journal entry, so repeated
+``--undo`` walks back through the edits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import time
+from pathlib import Path
+
+from ..errors import FileFormatError, InputError
+
+_JOURNAL = "journal.json"
+_NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
+
+
+class _Ordered(argparse.Action):
+    """Appends ``(option, value)`` to ``args.edit_ops`` so operations keep their order."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        ops = list(getattr(namespace, "edit_ops", None) or [])
+        ops.append((self.dest, values))
+        setattr(namespace, "edit_ops", ops)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``spatia edit``."""
+    parser.description = "Edit a saved map (.ply): remove, recolour or add geometry, or undo the last edit."
+    # values such as "-1,-1,0,1,1,2" are values, not options (argparse only knows "-1" or "-.5")
+    if hasattr(parser, "_negative_number_matcher"):
+        parser._negative_number_matcher = re.compile(r"^-\.?\d")
+    parser.epilog = ("Operations (repeatable) run in the order given. Mask operations use the nearest --pose and "
+                     "--intrinsics before them (else the first after them); --add uses the nearest --at and --scale "
+                     "likewise. The map the edit starts from is kept in OUT.ply.edits/ so that "
+                     "'spatia edit OUT.ply --undo' restores it; the input map is never modified unless it is --out.")
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.set_defaults(edit_ops=None)
+    parser.add_argument("map", help="the map to edit (.ply); with --undo, the edited map to restore")
+    parser.add_argument("--out", default="", help="where to write the edited map (.ply; may be the input map)")
+    op = dict(action=_Ordered, default=argparse.SUPPRESS)
+    parser.add_argument("--remove-box", metavar="X0,Y0,Z0,X1,Y1,Z1", **op,
+                        help="remove the voxels inside this axis-aligned box (map frame, metres)")
+    parser.add_argument("--recolor-box", metavar="X0,Y0,Z0,X1,Y1,Z1:R,G,B", **op,
+                        help="paint the voxels inside the box with the colour R,G,B (0-255)")
+    parser.add_argument("--remove-mask", metavar="MASK.png", **op,
+                        help="remove what the mask (non-zero pixels) selects in the view --pose/--intrinsics")
+    parser.add_argument("--recolor-mask", metavar="MASK.png:R,G,B", **op, help="paint what the mask selects")
+    parser.add_argument("--pose", metavar="FILE|16 VALUES", **op,
+                        help="camera-to-map pose of the mask's view (OpenCV axes): a text file with a 4x4 (or 3x4) "
+                             "matrix, or 16 (12) comma-separated values, row major")
+    parser.add_argument("--intrinsics", metavar="FX,FY,CX,CY", **op, help="pinhole intrinsics (pixels) of the mask's view")
+    parser.add_argument("--add", metavar="OBJECT.ply", **op, help="add the point cloud of a PLY file as an object")
+    parser.add_argument("--at", metavar="X,Y,Z[,ROLL,PITCH,YAW]", **op,
+                        help="object position (m) and orientation (rad, fixed axes x-y-z) for --add (default origin)")
+    parser.add_argument("--scale", metavar="S", **op, help="object scale for --add (default 1)")
+    parser.add_argument("--depth-range", default="", metavar="NEAR,FAR",
+                        help="mask operations select everything along the mask's rays between NEAR and FAR metres "
+                             "(default: only the visible surface, so what lies behind it stays)")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="metres behind the rendered surface still counted as visible (default 2 voxels + 2%% of depth)")
+    parser.add_argument("--voxel-size", type=float, default=0.01, help="voxel size of the map (m, default 0.01)")
+    parser.add_argument("--keep", type=int, default=5, help="edits kept in the undo journal (default 5)")
+    parser.add_argument("--undo", action="store_true", help="restore MAP to the map its last edit started from")
+
+
+# -- value parsing ------------------------------------------------------------------------------
+def _floats(text: str, n: int | tuple[int, ...], what: str) -> list[float]:
+    counts = (n,) if isinstance(n, int) else n
+    parts = [p for p in re.split(r"[,\s]+", text.strip()) if p]
+    try:
+        values = [float(p) for p in parts]
+    except ValueError:
+        raise InputError(f"{what}: expected {' or '.join(map(str, counts))} numbers, got {text!r}") from None
+    if len(values) not in counts:
+        raise InputError(f"{what}: expected {' or '.join(map(str, counts))} numbers, got {len(values)} in {text!r}")
+    return values
+
+
+def _box(text: str) -> tuple[list[float], list[float]]:
+    v = _floats(text, 6, "box X0,Y0,Z0,X1,Y1,Z1")
+    return v[:3], v[3:]
+
+
+def _with_colour(text: str, what: str) -> tuple[str, list[float]]:
+    head, sep, colour = text.rpartition(":")
+    if not sep:
+        raise InputError(f"{what}: expected ...:R,G,B, got {text!r}")
+    rgb = _floats(colour, 3, f"{what} colour R,G,B")
+    if min(rgb) < 0 or max(rgb) > 255:
+        raise InputError(f"{what}: colour values must lie in 0..255, got {rgb}")
+    return head, rgb
+
+
+def _pose(text: str):
+    import numpy as np
+
+    from ..geometry import validate_pose
+
+    path = Path(text)
+    if path.is_file():
+        values = [float(v) for v in re.findall(_NUMBER, path.read_text())]
+        if len(values) not in (12, 16):
+            raise InputError(f"pose file {path} holds {len(values)} numbers, expected a 4x4 or 3x4 matrix")
+    else:
+        values = _floats(text, (12, 16), "pose (a file or 16 values)")
+    return validate_pose(np.asarray(values).reshape(-1, 4), "camera pose")
+
+
+def _mask(path: str):
+    import cv2
+
+    if not Path(path).is_file():
+        raise FileFormatError(f"no such mask image: {path}")
+    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise FileFormatError(f"cannot read the mask image {path}")
+    if img.ndim == 3:
+        img = img.max(axis=2)
+    return img > (127 if img.max() > 1 else 0)
+
+
+def _nearest(ops: list, i: int, kind: str):
+    """Value of the nearest ``kind`` option before position ``i``, else the first after it."""
+    before = [v for k, v in ops[:i] if k == kind]
+    if before:
+        return before[-1]
+    return next((v for k, v in ops[i + 1:] if k == kind), None)
+
+
+def _plan(args) -> list[tuple[str, dict]]:
+    """Parse and check every operation before touching any file."""
+    from ..geometry import Intrinsics
+    from .edit import object_pose
+
+    ops = args.edit_ops or []
+    depth_range = _floats(args.depth_range, 2, "--depth-range NEAR,FAR") if args.depth_range else None
+    plan = []
+    for i, (kind, value) in enumerate(ops):
+        if kind == "remove_box":
+            lo, hi = _box(value)
+            plan.append(("remove_box", dict(lo=lo, hi=hi)))
+        elif kind == "recolor_box":
+            box, rgb = _with_colour(value, "--recolor-box")
+            lo, hi = _box(box)
+            plan.append(("recolor_box", dict(lo=lo, hi=hi, rgb=rgb)))
+        elif kind in ("remove_mask", "recolor_mask"):
+            path, rgb = _with_colour(value, "--recolor-mask") if kind == "recolor_mask" else (value, None)
+            pose, k = _nearest(ops, i, "pose"), _nearest(ops, i, "intrinsics")
+            if pose is None or k is None:
+                raise InputError(f"--{kind.replace('_', '-')} needs --pose and --intrinsics")
+            mask = _mask(path)
+            fx, fy, cx, cy = _floats(k, 4, "--intrinsics FX,FY,CX,CY")
+            intr = Intrinsics(fx, fy, cx, cy, mask.shape[1], mask.shape[0])
+            kw = dict(mask=mask, pose=_pose(pose), intrinsics=intr, depth_range=depth_range, tolerance=args.tolerance)
+            if rgb is not None:
+                kw["rgb"] = rgb
+            plan.append((kind, kw))
+        elif kind == "add":
+            at, scale = _nearest(ops, i, "at"), _nearest(ops, i, "scale")
+            v = _floats(at, (3, 6), "--at X,Y,Z[,ROLL,PITCH,YAW]") if at is not None else [0.0, 0.0, 0.0]
+            s = _floats(scale, 1, "--scale")[0] if scale is not None else 1.0
+            if not Path(value).is_file():
+                raise FileFormatError(f"no such object file: {value}")
+            plan.append(("add_ply", dict(path=value, pose=object_pose(v[:3], v[3:] or [0.0, 0.0, 0.0]), scale=s)))
+    if not plan:
+        raise InputError("no edit given (use --remove-box, --recolor-box, --remove-mask, --recolor-mask, --add or --undo)")
+    return plan
+
+
+# -- undo journal -------------------------------------------------------------------------------
+def _journal_dir(out: Path) -> Path:
+    return out.with_name(out.name + ".edits")
+
+
+def _read_journal(folder: Path) -> dict:
+    path = folder / _JOURNAL
+    if not path.is_file():
+        return {"version": 1, "entries": []}
+    try:
+        data = json.loads(path.read_text())
+        assert isinstance(data.get("entries"), list)
+        return data
+    except (ValueError, AssertionError, AttributeError) as exc:
+        raise FileFormatError(f"undo journal {path} is damaged: {exc}") from exc
+
+
+def _atomic_write(path: Path, data: bytes | None = None, copy_from: Path | None = None) -> None:
+    """Write bytes (or a copy of a file) to ``path`` through a temporary file and a rename."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        if copy_from is not None:
+            shutil.copyfile(copy_from, tmp)
+        else:
+            tmp.write_bytes(data)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise FileFormatError(f"could not write {path}: {exc}") from exc
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def _write_journal(folder: Path, journal: dict) -> None:
+    _atomic_write(folder / _JOURNAL, json.dumps(journal, indent=2).encode())
+
+
+def _undo(target: Path) -> int:
+    folder = _journal_dir(target)
+    journal = _read_journal(folder)
+    if not journal["entries"]:
+        raise InputError(f"nothing to undo for {target} (no journal entries in {folder})")
+    entry = journal["entries"][-1]
+    backup = folder / entry["backup"]
+    if not backup.is_file():
+        raise FileFormatError(f"undo journal entry {entry['backup']} is missing from {folder}")
+    _atomic_write(target, copy_from=backup)
+    journal["entries"].pop()
+    _write_journal(folder, journal)
+    backup.unlink(missing_ok=True)
+    print(f"restored {target} to the map before '{' '.join(entry.get('operations', []))}' "
+          f"({len(journal['entries'])} more undo steps)")
+    return 0
+
+
+# -- command ------------------------------------------------------------------------------------
+def run(args) -> int:
+    """Apply the edits (or undo the last one); returns the exit status."""
+    source = Path(args.map)
+    if args.undo:
+        if args.edit_ops:
+            raise InputError("--undo cannot be combined with edit operations")
+        if args.out and Path(args.out).resolve() != source.resolve():
+            raise InputError("--undo restores MAP itself: leave out --out (or give the same file)")
+        return _undo(source)
+    if not args.out:
+        raise InputError("--out is required (it may be the input map itself)")
+    out = Path(args.out)
+    if out.suffix.lower() != ".ply":
+        raise InputError(f"--out must end in .ply: {out}")
+    if not out.parent.is_dir():
+        raise FileFormatError(f"folder does not exist: {out.parent}")
+    if args.keep < 1:
+        raise InputError("--keep must be >= 1")
+    if not (args.voxel_size > 0):
+        raise InputError(f"--voxel-size must be positive, got {args.voxel_size}")
+    if not source.is_file():
+        raise FileFormatError(f"no such map: {source}")
+    plan = _plan(args)
+
+    from . import edit
+    from .ply import load_ply, save_ply
+    from .spatial_memory import SpatialMemory
+
+    memory = load_ply(source, SpatialMemory(voxel_size=args.voxel_size))
+    before = len(memory)
+    done = []
+    for name, kw in plan:
+        n = getattr(edit, name)(memory, **kw)
+        print(f"{name}: {n} voxels")
+        done.append(name)
+
+    # journal first (a copy of the map this edit starts from), then the map, then the entry
+    folder = _journal_dir(out)
+    folder.mkdir(exist_ok=True)
+    journal = _read_journal(folder)
+    numbers = [int(m.group(1)) for e in journal["entries"] if (m := re.match(r"(\d+)\.ply$", e.get("backup", "")))]
+    backup = folder / f"{max(numbers, default=0) + 1:04d}.ply"
+    _atomic_write(backup, copy_from=source)
+    save_ply(memory, out)
+    journal["entries"].append({"backup": backup.name, "source": str(source.resolve()), "operations": done,
+                               "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
+    while len(journal["entries"]) > args.keep:
+        (folder / journal["entries"].pop(0)["backup"]).unlink(missing_ok=True)
+    _write_journal(folder, journal)
+    print(f"wrote {out} ({before} -> {len(memory)} voxels); undo with: spatia edit {out} --undo")
+    return 0
