@@ -8,7 +8,9 @@ on their projection. Neighbouring voxels of a surface therefore overlap on scree
 out closed and nothing behind a wall shows through its gaps. Large squares cost at most the
 screen area they cover, since only near points get them. Depth tests use one ``scatter_reduce(amin)`` over
 keys packing quantised depth (high bits) and point index (low bits). Before projecting, coarse
-blocks of the memory are culled against the view frustum. The per-point projection is one
+blocks of the memory are culled against the view frustum; the points of the blocks that survive
+a slightly wider frustum are gathered once and reused while later views stay inside it and the
+points do not change (nearby poses of a moving camera). The per-point projection is one
 expression that ``torch.compile`` fuses into a single loop (``compile=True``; eager otherwise,
 or when no compiler is available). Pure torch: runs on CPU and CUDA.
 """
@@ -17,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -27,6 +29,9 @@ from .geometry import Intrinsics
 log = logging.getLogger(__name__)
 _DEPTH_QUANT = 1e4  # depth keys in 0.1 mm steps (rendered depth has this resolution)
 _EMPTY = torch.iinfo(torch.int64).max
+#: Culled point sets are gathered for a frustum this many pixels wider on every side, so that the
+#: views of a moving camera keep reusing them (points outside the view are dropped per point).
+_CULL_MARGIN_PX = 128
 #: Large splats of one radius are expanded point by point while that writes fewer than this many
 #: entries per pixel; beyond, their centres are z-buffered and grown by a square min-filter.
 _EXPAND_LIMIT = 2.0
@@ -48,7 +53,7 @@ class SceneProjection:
     def numpy(self) -> dict[str, np.ndarray]:
         """``rgb`` uint8, ``depth`` float32, ``mask`` bool arrays."""
         return {
-            "rgb": (self.rgb.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy(),
+            "rgb": (self.rgb * 255).add_(0.5).clamp_(0, 255).to(torch.uint8).cpu().numpy(),  # = round(clamp(rgb, 0, 1) * 255)
             "depth": self.depth.cpu().numpy(),
             "mask": self.mask.cpu().numpy(),
         }
@@ -67,6 +72,8 @@ class BlockIndex:
     order: torch.Tensor  # int64 (N,) point indices sorted by block
     block_start: torch.Tensor  # int64 (NB,)
     block_count: torch.Tensor  # int64 (NB,)
+    #: the last culled point set, see :meth:`culled`
+    _culled: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_point_blocks(cls, point_block: torch.Tensor, block_min: torch.Tensor, block_size: float) -> "BlockIndex":
@@ -84,6 +91,37 @@ class BlockIndex:
         # position j of the output belongs to block i: start[i] + (j - first output of block i)
         offset = torch.repeat_interleave(start - (torch.cumsum(count, 0) - count), count, output_size=total)
         return self.order[offset + torch.arange(total, device=offset.device)]
+
+    def culled(self, xyz: torch.Tensor, rgb: torch.Tensor, pose: torch.Tensor, k: Intrinsics, near: float, far: float,
+               token=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The points of the blocks that may be in view, as :func:`_gather` returns them.
+
+        With a ``token`` (naming the owner of ``xyz`` and ``rgb``, e.g. the memory), the gathered
+        set is kept and reused for later views inside the wider frustum it was built for, while
+        ``xyz`` and ``rgb`` are the same tensors, unmodified (torch's in-place version counters:
+        every write through torch bumps them); without one, the exact visible blocks are gathered
+        every call. The points come back in block order either way, so depth ties resolve the same.
+        """
+        if token is None:
+            return _gather(self.points_in(_visible_blocks(self, pose, k, near, far)), xyz, rgb)
+        key = (token, k, near, far, xyz.data_ptr(), xyz._version, tuple(xyz.shape), rgb.data_ptr(), rgb._version,
+               tuple(rgb.shape))
+        visible = _visible_blocks(self, pose, k, near, far)
+        if self._culled is not None and self._culled[0] == key and not bool((visible & ~self._culled[1]).any()):
+            return self._culled[2:]
+        m = _CULL_MARGIN_PX
+        wide = Intrinsics(k.fx, k.fy, k.cx + m, k.cy + m, k.width + 2 * m, k.height + 2 * m)
+        gathered = visible | _visible_blocks(self, pose, wide, near, far)
+        self._culled = (key, gathered, *_gather(self.points_in(gathered), xyz, rgb))
+        return self._culled[2:]
+
+
+def _gather(sel: torch.Tensor, xyz: torch.Tensor, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(sel + [-1], xyz[sel], rgb[sel] + [0, 0, 0])``: the points ``sel`` (int64 (M,)) of a view,
+    contiguous, with one extra entry that empty pixels look up (index -1, black)."""
+    sel_ext = torch.cat([sel, sel.new_full((1,), -1)])
+    rgb_ext = torch.cat([rgb[sel], rgb.new_zeros((1, 3))])
+    return sel_ext, xyz[sel].contiguous(), rgb_ext
 
 
 def _visible_blocks(blocks: BlockIndex, pose: torch.Tensor, k: Intrinsics, near: float, far: float) -> torch.Tensor:
@@ -106,21 +144,21 @@ def _visible_blocks(blocks: BlockIndex, pose: torch.Tensor, k: Intrinsics, near:
     return ~outside
 
 
-def _project(xyz, sel, rot, t, cam_params, w: int, h: int, trash: int, max_radius: int):
+def _project(pts, rot, t, cam_params, w: int, h: int, trash: int, max_radius: int):
     """Per-point projection, written as one fusable expression (see :func:`_kernel`).
 
     ``cam_params`` = float32 ``[fx, fy, cx, cy, footprint, near, far]`` (a tensor, so that the
-    compiled kernel is not specialised on their values). Returns, for the points ``xyz[sel]``:
+    compiled kernel is not specialised on their values). Returns, for the points ``pts``:
     z-buffer slot (``trash`` when not drawn as a small splat), packed depth/index key,
     large-splat radius (int8, 0: not a large splat) and its integer centre ``ub``, ``vb``.
     """
     fx, fy, cx, cy, footprint, near, far = cam_params.unbind(0)
-    pts = xyz[sel]
-    cam = (pts - t) @ rot  # R^T (x - t), row-vector form
-    z = cam[:, 2]
+    # R^T (x - t) written out per axis: fuses into the loop (a (N, 3) @ (3, 3) matmul does not)
+    dx, dy, dz = pts[:, 0] - t[0], pts[:, 1] - t[1], pts[:, 2] - t[2]
+    z = dx * rot[0, 2] + dy * rot[1, 2] + dz * rot[2, 2]
     inv_z = 1.0 / torch.maximum(z, near)
-    u = cam[:, 0] * inv_z * fx + (cx + 0.5)  # pixel centres at integers
-    v = cam[:, 1] * inv_z * fy + (cy + 0.5)
+    u = (dx * rot[0, 0] + dy * rot[1, 0] + dz * rot[2, 0]) * inv_z * fx + (cx + 0.5)  # pixel centres at integers
+    v = (dx * rot[0, 1] + dy * rot[1, 1] + dz * rot[2, 1]) * inv_z * fy + (cy + 0.5)
     width_px = inv_z * footprint
     front = (z > near) & (z < far)
     # small splats (<= 2 px): one cell of the 1 px grid, or of the 2 px grid when wider than 1 px
@@ -139,15 +177,17 @@ def _project(xyz, sel, rot, t, cam_params, w: int, h: int, trash: int, max_radiu
     return pix, key, torch.where(big, r, 0).to(torch.int8), ub, vb
 
 
-def _resolve(zbuf, sel, squares, rgb, h: int, w: int, h2: int, w2: int):
+def _resolve(zbuf, sel_ext, squares, rgb_ext, h: int, w: int, h2: int, w2: int):
     """Nearest point per pixel from the z-buffer levels and the dilated ``squares`` (h, w):
-    (index into all points, -1; depth, 0; colour float (h*w, 3), 0)."""
+    (index into all points, -1; depth, 0; colour float (h*w, 3), 0). ``sel_ext`` and ``rgb_ext``
+    are the index and colour of every projected point plus a last entry for empty pixels (-1,
+    black), see :func:`_gather`. Plain torch ops (they release the GIL; compiling gains nothing)."""
     coarse = zbuf[h * w : h * w + h2 * w2].view(h2, 1, w2, 1).expand(h2, 2, w2, 2).reshape(2 * h2, 2 * w2)[:h, :w]
     best = torch.minimum(torch.minimum(zbuf[: h * w].view(h, w), coarse), squares).reshape(-1)
     hit = best != _EMPTY
-    point = sel[torch.where(hit, best & 0xFFFFFFFF, 0)]
+    local = torch.where(hit, best & 0xFFFFFFFF, sel_ext.shape[0] - 1)
     depth = torch.where(hit, (best >> 32).to(torch.float32) * (1.0 / _DEPTH_QUANT), 0.0)
-    return torch.where(hit, point, -1), depth, rgb[point] * hit[:, None]
+    return sel_ext[local], depth, rgb_ext.index_select(0, local)
 
 
 def _shift(x: torch.Tensor, k: int, dim: int) -> torch.Tensor:
@@ -220,23 +260,24 @@ def _splat_one(
     far: float,
     blocks: BlockIndex | None,
     compile: bool = True,
+    cache_token=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Z-buffer one camera: (point index int64 (H*W,), -1 where empty; depth float (H*W,), 0 where
     empty; colour float (H*W, 3) from ``rgb`` float (N, 3), 0 where empty)."""
     h, w = k.height, k.width
     dev = xyz.device
     if blocks is not None:
-        sel = blocks.points_in(_visible_blocks(blocks, pose, k, near, far))
+        sel_ext, pts, rgb_ext = blocks.culled(xyz, rgb, pose, k, near, far, cache_token)
     else:
-        sel = torch.arange(xyz.shape[0], device=dev)
-    if sel.numel() == 0:
+        sel_ext, pts, rgb_ext = _gather(torch.arange(xyz.shape[0], device=dev), xyz, rgb)
+    if pts.shape[0] == 0:
         return (torch.full((h * w,), -1, dtype=torch.int64, device=dev), torch.zeros(h * w, device=dev),
                 torch.zeros((h * w, 3), device=dev))
     h2, w2 = (h + 1) // 2, (w + 1) // 2
     trash = h * w + h2 * w2  # one extra slot takes every point that is not a small splat
     footprint = splat_scale * voxel_size * max(k.fx, k.fy)
     cam_params = torch.tensor([k.fx, k.fy, k.cx, k.cy, footprint, near, min(far, 1e30)], dtype=torch.float32, device=dev)
-    args = (xyz, sel, pose[:3, :3].contiguous(), pose[:3, 3].contiguous(), cam_params, w, h, trash, max_radius)
+    args = (pts, pose[:3, :3].contiguous(), pose[:3, 3].contiguous(), cam_params, w, h, trash, max_radius)
     pix, key, radius, ub, vb = _run(_project, dev, compile, *args)
     pix_parts, key_parts = [pix], [key]
     # large splats: squares of side 2r + 1 centred on the point. Per radius, either each point is
@@ -265,12 +306,13 @@ def _splat_one(
             pix_parts.append(torch.where(inside, pv * w + pu, trash))
             key_parts.append(kb)
     zbuf = torch.full((size,), _EMPTY, dtype=torch.int64, device=dev)
-    zbuf.scatter_reduce_(0, torch.cat(pix_parts), torch.cat(key_parts), reduce="amin")
+    for pix_part, key_part in zip(pix_parts, key_parts):  # amin: order-free, and no concatenated copy
+        zbuf.scatter_reduce_(0, pix_part, key_part, reduce="amin")
     squares = torch.full((h, w), _EMPTY, dtype=torch.int64, device=dev)
     for r, start in dilated:
         padded = zbuf[start : start + (h + 2 * r) * (w + 2 * r)].view(h + 2 * r, w + 2 * r)
         squares = torch.minimum(squares, _square_min(padded, r)[r : r + h, r : r + w])
-    return _run(_resolve, dev, compile, zbuf, sel, squares, rgb, h, w, h2, w2)
+    return _resolve(zbuf, sel_ext, squares, rgb_ext, h, w, h2, w2)
 
 
 def render_points(
@@ -285,11 +327,14 @@ def render_points(
     far: float = float("inf"),
     blocks: BlockIndex | None = None,
     compile: bool = True,
+    cache_token=None,
 ) -> SceneProjection:
     """Render points into ``poses`` (camera-to-world, (4, 4) or (B, 4, 4)).
 
     ``xyz`` float (N, 3) world points, ``rgb`` float (N, 3) in [0, 1] or uint8, on one device;
     ``intrinsics`` fixes H and W. Returns a :class:`SceneProjection` on the same device.
+    With ``blocks``, a ``cache_token`` naming the owner of the points lets the culled point set be
+    reused by the next views (see :meth:`BlockIndex.culled`).
     """
     device = xyz.device
     poses_t = torch.as_tensor(np.asarray(poses) if not torch.is_tensor(poses) else poses, dtype=torch.float32, device=device)
@@ -306,7 +351,8 @@ def render_points(
         xyz, rgb = xyz.float(), rgb.float()
         for i in range(b):
             index[i], depth[i], color[i] = _splat_one(
-                xyz, rgb, poses_t[i], intrinsics, voxel_size, splat_scale, max_radius, near, far, blocks, compile
+                xyz, rgb, poses_t[i], intrinsics, voxel_size, splat_scale, max_radius, near, far, blocks, compile,
+                cache_token,
             )
     mask = index >= 0
     return SceneProjection(
@@ -316,4 +362,7 @@ def render_points(
 
 def render_memory(memory, intrinsics: Intrinsics, poses, **kwargs) -> SceneProjection:
     """Render a :class:`~spatia_core.memory.SpatialMemory` (its voxel size sets the splat size)."""
-    return render_points(memory.xyz, memory.rgb, intrinsics, poses, memory.voxel_size, blocks=memory.blocks(), **kwargs)
+    # the blocks belong to one layout of this memory; writes to its points are seen by culled()
+    token = id(memory)
+    return render_points(memory.xyz, memory.rgb, intrinsics, poses, memory.voxel_size, blocks=memory.blocks(),
+                         cache_token=token, **kwargs)

@@ -22,7 +22,7 @@ import torch
 from .config import SpatiaConfig, WorldConfig
 from .errors import InputError
 from .geometry import validate_pose
-from .memory import add_points, load_ply, recolor_box, remove_box, save_ply
+from .memory import MemoryEditor, load_ply, save_ply
 from .robot import CameraMount, KinematicBase
 from .world import SpatiaWorld
 
@@ -59,6 +59,7 @@ class WorldSimulator:
         self._cmd_time_ns: int | None = None
         self._pending_pose: np.ndarray | None = None
         self.map_dir = Path(s.map_dir).expanduser().resolve()
+        self._editor: MemoryEditor | None = None  # edits with undo, bound to the current memory
         self.reset()
 
     # -- inputs ----------------------------------------------------------------------------
@@ -104,7 +105,7 @@ class WorldSimulator:
             clip = self.world.step_clip(cam[None], remember=remember)
             self.sim_time_ns += self.period_ns
             frame = SimFrame(self.frame_index, self.sim_time_ns, cam, self.base.pose.copy(), twist,
-                             clip.frames[0], np.where(clip.visibility[0], clip.scene_depth[0], 0.0).astype(np.float32),
+                             clip.frames[0], clip.scene_depth[0],  # the render's depth: 0 where nothing is visible
                              clip.scene_rgb[0], clip.timings)
             self.frame_index += 1
             return frame
@@ -142,20 +143,48 @@ class WorldSimulator:
             load_ply(path, self.world.memory)
         return path
 
-    def edit(self, operation: str, lo=None, hi=None, color=None, points=None, colors=None) -> int:
-        """``remove_box`` / ``recolor_box`` / ``add_points``; returns the number of voxels changed."""
+    #: ``edit`` operations: box, mask (a camera view), objects, fused points and undo.
+    EDIT_OPERATIONS = ("remove_box", "recolor_box", "add_points", "remove_mask", "recolor_mask", "add_ply", "undo")
+
+    def edit(self, operation: str, lo=None, hi=None, color=None, points=None, colors=None, *, mask=None,
+             camera_pose=None, intrinsics=None, depth_range=None, filename=None, object_pose=None, scale=1.0) -> int:
+        """Edit the memory (see :mod:`spatia_core.memory.edit`); returns the number of voxels changed.
+
+        ``remove_box`` / ``recolor_box`` (``lo``, ``hi``, ``color``), ``add_points`` (``points``,
+        ``colors``), ``remove_mask`` / ``recolor_mask`` (bool (H, W) ``mask`` seen from
+        ``camera_pose`` with ``intrinsics``; default the current camera, its intrinsics scaled to the
+        mask size; ``depth_range`` ``(near, far)`` or ``None`` for the visible surface only),
+        ``add_ply`` (``filename`` in ``map_dir`` at ``object_pose`` 4x4 scaled by ``scale``) and
+        ``undo`` (the last edit; the journal is dropped when the world is reset or a map loaded).
+        """
         with self.lock:
             mem = self.world.memory
-            if operation == "remove_box":
-                return remove_box(mem, lo, hi)
-            if operation == "recolor_box":
-                return recolor_box(mem, lo, hi, color)
+            if self._editor is None or self._editor.memory is not mem:  # a reset makes a new memory
+                self._editor = MemoryEditor(mem)
+            ed = self._editor
+            if operation in ("remove_box", "recolor_box"):
+                return ed.remove_box(lo, hi) if operation == "remove_box" else ed.recolor_box(lo, hi, color)
             if operation == "add_points":
                 if points is None or len(points) == 0:
                     raise InputError("add_points needs a non-empty point cloud")
                 if colors is None:
                     colors = np.full((len(points), 3), 200, np.uint8)
-                return add_points(mem, points, colors).voxels_touched
+                return ed.add_points(points, colors)
+            if operation in ("remove_mask", "recolor_mask"):
+                if mask is None:
+                    raise InputError(f"{operation} needs a mask")
+                mask = np.asarray(mask, dtype=bool)
+                if mask.ndim != 2:
+                    raise InputError(f"a mask must be (H, W), got shape {mask.shape}")
+                pose = self.base.camera_pose() if camera_pose is None else camera_pose
+                k = intrinsics or self.world.intrinsics.resized(mask.shape[1], mask.shape[0])
+                if operation == "remove_mask":
+                    return ed.remove_mask(mask, pose, k, depth_range)
+                return ed.recolor_mask(mask, pose, k, color, depth_range)
+            if operation == "add_ply":
+                return ed.add_ply(self.map_path(filename or ""), object_pose, scale)
+            if operation == "undo":
+                return ed.undo().voxels_changed
         raise InputError(f"unknown edit operation {operation!r}")
 
     def memory_cloud(self, max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:

@@ -13,12 +13,16 @@ Services: ``reset_world``, ``save_map``, ``load_map``, ``edit_memory``, ``step``
 ``resume``; action ``generate_trajectory``.
 
 Frames are produced by one worker thread; callbacks only validate and queue (they never wait
-for a frame). Camera streams are reliable by default (``sim.reliable_images``). Bad input is
+for a frame). ``cmd_vel`` and ``camera_pose`` are taken by a helper node, ``<name>_inputs`` in the
+same namespace, spun by a single-threaded executor of its own: the multi-threaded executor of
+the services spent a quarter of the process's CPU on its Python wait loop at 30 poses/s.
+Remap those topics globally (``-r camera_pose:=...``), not with a ``world_sim:`` node prefix. Camera streams are reliable by default (``sim.reliable_images``). Bad input is
 logged (throttled) and dropped; the node keeps publishing.
 """
 
 from __future__ import annotations
 
+import os
 import re
 import threading
 import time
@@ -27,12 +31,13 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import rclpy
+import torch
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
 from rclpy.action import ActionServer, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
@@ -41,6 +46,7 @@ from std_srvs.srv import Trigger
 
 from spatia_core.config import SpatiaConfig, WorldConfig
 from spatia_core.errors import SpatiaError
+from spatia_core.geometry import Intrinsics
 from spatia_core.simulator import SimFrame, WorldSimulator
 from spatia_ros import conversions as cv
 from spatia_ros.action import GenerateTrajectory
@@ -56,7 +62,9 @@ CAMERA_RELIABLE = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
 WORLD_KINDS = {ResetWorld.Request.BUILTIN: "builtin", ResetWorld.Request.RGBD_FOLDER: "rgbd_folder",
                ResetWorld.Request.PLY: "ply", ResetWorld.Request.IMAGE_DEPTH: "image_depth"}
 EDIT_OPS = {EditMemory.Request.REMOVE_BOX: "remove_box", EditMemory.Request.RECOLOR_BOX: "recolor_box",
-            EditMemory.Request.ADD_POINTS: "add_points"}
+            EditMemory.Request.ADD_POINTS: "add_points", EditMemory.Request.REMOVE_MASK: "remove_mask",
+            EditMemory.Request.RECOLOR_MASK: "recolor_mask", EditMemory.Request.ADD_PLY: "add_ply",
+            EditMemory.Request.UNDO: "undo"}
 #: Parameters that may change while running; the others need a restart (or reset_world).
 DYNAMIC = {"generator.prompt", "sim.cmd_timeout", "sim.max_linear", "sim.max_angular", "sim.cloud_rate_hz",
            "sim.cloud_max_points", "sim.max_input_rate_hz"}
@@ -116,11 +124,14 @@ class WorldSimNode(Node):
         self.pub_clock = self.create_publisher(Clock, "/clock", RELIABLE_10) if s.publish_clock else None
         self.tf = TfPublisher(self)
 
-        inputs = MutuallyExclusiveCallbackGroup()
+        self.input_node = rclpy.create_node(f"{self.get_name()}_inputs", namespace=self.get_namespace(),
+                                            context=self.context, start_parameter_services=False)
         twist_type = TwistStamped if s.cmd_vel_stamped else Twist
-        self.create_subscription(twist_type, "cmd_vel", self._on_cmd_vel, 10, callback_group=inputs)
+        self.input_node.create_subscription(twist_type, "cmd_vel", self._on_cmd_vel, 10)
         # depth 1: a pose that arrives while a frame is being made replaces the older one
-        self.create_subscription(PoseStamped, "camera_pose", self._on_camera_pose, 1, callback_group=inputs)
+        self.input_node.create_subscription(PoseStamped, "camera_pose", self._on_camera_pose, 1)
+        self._input_executor = SingleThreadedExecutor(context=self.context)
+        self._input_executor.add_node(self.input_node)
         self.create_service(ResetWorld, "reset_world", self._on_reset, callback_group=cbg)
         self.create_service(SaveMap, "save_map", self._on_save, callback_group=cbg)
         self.create_service(LoadMap, "load_map", self._on_load, callback_group=cbg)
@@ -136,6 +147,8 @@ class WorldSimNode(Node):
         self._publish_memory(force=True)
         self._worker = threading.Thread(target=self._run, name="world_sim_worker", daemon=True)
         self._worker.start()
+        self._input_thread = threading.Thread(target=self._spin_inputs, name="world_sim_inputs", daemon=True)
+        self._input_thread.start()
         k = self.sim.world.intrinsics
         self.get_logger().info(
             f"world_sim ready: {self.sim.world.init.source} world, {len(self.sim.world.memory)} voxels, "
@@ -144,6 +157,18 @@ class WorldSimNode(Node):
         )
 
     # -- worker ----------------------------------------------------------------------------
+    def _spin_inputs(self) -> None:
+        """Take ``cmd_vel`` and ``camera_pose`` messages until shutdown (the inputs' own executor)."""
+        while not self._stop.is_set() and self.context.ok():
+            try:
+                self._input_executor.spin_once(timeout_sec=0.1)
+            except (ExternalShutdownException, KeyboardInterrupt):
+                break
+            except Exception:  # the context went down between the check and the wait
+                if self._stop.is_set() or not self.context.ok():
+                    break
+                raise
+
     def _run(self) -> None:
         period = 1.0 / self.config.sim.rate_hz
         due = time.monotonic()
@@ -209,11 +234,15 @@ class WorldSimNode(Node):
         hdr = cv.header(s.optical_frame, ns)
         k = self.sim.world.intrinsics
         info = cv.camera_info_msg(k, hdr)
-        self.pub_image.publish(cv.image_msg(frame.rgb, "rgb8", hdr))
+        self.pub_image.publish(cv.image_msg(frame.rgb, "rgb8", hdr))  # first: the latency-critical one
         self.pub_info.publish(info)
-        self.pub_depth.publish(cv.image_msg(frame.depth, "32FC1", hdr))
-        self.pub_depth_info.publish(info)
-        self.pub_scene.publish(cv.image_msg(frame.scene_rgb, "rgb8", hdr))
+        # the other camera streams are built only for subscribers (lazy, as image_pipeline does)
+        if self.pub_depth.get_subscription_count():
+            self.pub_depth.publish(cv.image_msg(frame.depth, "32FC1", hdr))
+        if self.pub_depth_info.get_subscription_count():
+            self.pub_depth_info.publish(info)
+        if self.pub_scene.get_subscription_count():
+            self.pub_scene.publish(cv.image_msg(frame.scene_rgb, "rgb8", hdr))
         self.pub_odom.publish(cv.odometry_msg(s.odom_frame, s.base_frame, frame.base_pose, frame.twist, ns))
         self.tf.send([cv.transform_msg(s.map_frame, s.odom_frame, np.eye(4), ns),
                       cv.transform_msg(s.odom_frame, s.base_frame, frame.base_pose, ns)])
@@ -359,12 +388,31 @@ class WorldSimNode(Node):
                     raise SpatiaError(f"points must be in the {self.config.sim.map_frame!r} frame")
                 if colours is None:
                     colours = np.tile((np.clip(colour, 0, 1) * 255).astype(np.uint8), (len(points), 1))
-            res.voxels_changed = self.sim.edit(op, lo, hi, colour, points, colours)
+            extra = self._edit_view(req) if op in ("remove_mask", "recolor_mask") else {}
+            if op == "add_ply":
+                extra = dict(filename=req.filename, object_pose=cv.pose_to_matrix(req.object_pose),
+                             scale=req.scale if req.scale != 0 else 1.0)
+            res.voxels_changed = self.sim.edit(op, lo, hi, colour, points, colours, **extra)
             res.success, res.message = True, f"{op}: {res.voxels_changed} voxels changed"
             self._publish_memory(force=True)
         except SpatiaError as exc:
             res.success, res.message = False, str(exc)
         return res
+
+    def _edit_view(self, req) -> dict:
+        """Mask, camera pose and intrinsics of a mask edit (the current camera where not given)."""
+        mask = cv.image_to_numpy(req.mask)
+        mask = (mask.max(axis=2) if mask.ndim == 3 else mask) > 0
+        pose = intrinsics = None
+        if req.camera_pose.header.frame_id:
+            if req.camera_pose.header.frame_id != self.config.sim.map_frame:
+                raise SpatiaError(f"camera_pose must be in the {self.config.sim.map_frame!r} frame")
+            pose = cv.pose_to_matrix(req.camera_pose.pose)
+        if req.camera_info.width:
+            k = req.camera_info.k
+            intrinsics = Intrinsics(k[0], k[4], k[2], k[5], req.camera_info.width, req.camera_info.height)
+        far, near = req.depth_far, req.depth_near
+        return dict(mask=mask, camera_pose=pose, intrinsics=intrinsics, depth_range=(near, far) if far > 0 else None)
 
     # -- action ----------------------------------------------------------------------------
     def _on_goal(self, goal) -> GoalResponse:
@@ -420,9 +468,22 @@ class WorldSimNode(Node):
         with self._cv:
             self._cv.notify_all()
         self._worker.join(timeout=5.0)
+        self._input_thread.join(timeout=5.0)
+        self._input_executor.shutdown(timeout_sec=1.0)
+        self.input_node.destroy_node()
+
+
+def compute_threads(cpus: int | None = None) -> int:
+    """Torch CPU threads for frame production: every core but one, which the ROS side (executors,
+    DDS, the subscribers on this machine) needs. Busy-waiting OpenMP threads that compete with
+    other processes for the cores turn a 25 ms frame into hundreds of ms (measured on 2 cores)."""
+    cpus = cpus or os.cpu_count() or 1
+    return max(1, cpus - 1)
 
 
 def main(args=None) -> None:
+    if "OMP_NUM_THREADS" not in os.environ:  # an explicit setting wins
+        torch.set_num_threads(compute_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None))
     rclpy.init(args=args)
     node = None
     try:

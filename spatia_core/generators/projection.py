@@ -43,9 +43,11 @@ class ProjectionGenerator:
         self.device = torch.device(device)
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
+        depth = np.where(request.visibility, request.scene_depth, 0.0).astype(np.float32)
+        if request.visibility.all():  # nothing to fill (the usual frame of a known world)
+            return GenerationResult(frames=np.array(request.scene_rgb, dtype=np.uint8), depth=depth)
         rgb = torch.as_tensor(request.scene_rgb, device=self.device).float() / 255.0
         mask = torch.as_tensor(request.visibility, device=self.device)
         filled = torch.where(mask[..., None], rgb, fill_holes(rgb, mask))
         frames = (filled.clamp(0, 1) * 255 + 0.5).to(torch.uint8).cpu().numpy()
-        depth = np.where(request.visibility, request.scene_depth, 0.0).astype(np.float32)
         return GenerationResult(frames=frames, depth=depth)
