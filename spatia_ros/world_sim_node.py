@@ -132,11 +132,11 @@ class WorldSimNode(Node):
         self.input_node.create_subscription(PoseStamped, "camera_pose", self._on_camera_pose, 1)
         self._input_executor = SingleThreadedExecutor(context=self.context)
         self._input_executor.add_node(self.input_node)
-        self.create_service(ResetWorld, "reset_world", self._on_reset, callback_group=cbg)
-        self.create_service(SaveMap, "save_map", self._on_save, callback_group=cbg)
-        self.create_service(LoadMap, "load_map", self._on_load, callback_group=cbg)
-        self.create_service(EditMemory, "edit_memory", self._on_edit, callback_group=cbg)
-        self.create_service(Step, "step", self._on_step, callback_group=cbg)
+        self.create_service(ResetWorld, "reset_world", self._guarded(self._on_reset), callback_group=cbg)
+        self.create_service(SaveMap, "save_map", self._guarded(self._on_save), callback_group=cbg)
+        self.create_service(LoadMap, "load_map", self._guarded(self._on_load), callback_group=cbg)
+        self.create_service(EditMemory, "edit_memory", self._guarded(self._on_edit), callback_group=cbg)
+        self.create_service(Step, "step", self._guarded(self._on_step), callback_group=cbg)
         self.create_service(Trigger, "pause", lambda req, res: self._set_paused(True, res), callback_group=cbg)
         self.create_service(Trigger, "resume", lambda req, res: self._set_paused(False, res), callback_group=cbg)
         self._action = ActionServer(self, GenerateTrajectory, "generate_trajectory", self._on_generate,
@@ -316,6 +316,20 @@ class WorldSimNode(Node):
             self._cv.notify_all()
 
     # -- services --------------------------------------------------------------------------
+    def _guarded(self, handler):
+        """A service callback that answers ``success=False`` instead of letting an unexpected
+        exception (a bug, a corrupt file, out of memory) take the node down."""
+
+        def call(req, res):
+            try:
+                return handler(req, res)
+            except Exception as exc:  # noqa: BLE001 - the node must survive any request
+                self.get_logger().error(f"{handler.__name__} failed ({type(exc).__name__}): {exc}")
+                res.success, res.message = False, f"internal error ({type(exc).__name__}): {exc}"
+                return res
+
+        return call
+
     def _queue(self, job: _Job, timeout: float) -> _Job:
         with self._cv:
             self._jobs.append(job)
