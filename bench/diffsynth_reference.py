@@ -8,6 +8,10 @@ Spatia release uses importable, from the installed package, without copying any 
   ``__path__`` points at the installed folders, then imports ``wan_video_dit`` (``WanModel``,
   ``sinusoidal_embedding_1d``, ``precompute_freqs_cis``) and ``wan_video_vace``
   (``VaceWanModel``); these need only torch, einops, safetensors and numpy.
+* :func:`load_base_modules` imports ``wan_video_text_encoder`` (``WanTextEncoder``, the umT5
+  encoder that loads ``models_t5_umt5-xxl-enc-bf16.pth`` unchanged) and ``wan_video_vae``
+  (``WanVideoVAE38``, whose ``model`` is a ``VideoVAE38_`` that loads ``Wan2.2_VAE.pth`` unchanged
+  under a ``model.`` prefix); these need torch, einops and tqdm.
 * :func:`load_model_fn` returns the official forward ``model_fn_wan_video`` from
   ``diffsynth/pipelines/wan_video_new.py``: that module imports modelscope, PIL, the VAE, the
   text encoder, ... at top level, so the function's definition alone is compiled from the
@@ -35,7 +39,7 @@ import types
 from pathlib import Path
 from typing import Any, Callable
 
-__all__ = ["DiffSynthUnavailable", "diffsynth_root", "load_model_fn", "load_modules"]
+__all__ = ["DiffSynthUnavailable", "diffsynth_root", "load_base_modules", "load_model_fn", "load_modules"]
 
 
 class DiffSynthUnavailable(ImportError):
@@ -88,6 +92,27 @@ def load_modules() -> types.SimpleNamespace:
         precompute_freqs_cis=dit.precompute_freqs_cis,
         precompute_freqs_cis_3d=dit.precompute_freqs_cis_3d,
         rope_apply=dit.rope_apply,
+    )
+
+
+def load_base_modules() -> types.SimpleNamespace:
+    """Import DiffSynth's umT5 text encoder and Wan VAE modules (the release's base files)."""
+    root = diffsynth_root()
+    try:
+        import einops  # noqa: F401
+        import tqdm  # noqa: F401
+    except ImportError as exc:  # pragma: no cover - environment problem
+        raise DiffSynthUnavailable(f"DiffSynth's VAE module needs {exc.name}") from exc
+    _bare_package("diffsynth", root)
+    _bare_package("diffsynth.models", root / "models")
+    text = importlib.import_module("diffsynth.models.wan_video_text_encoder")
+    vae = importlib.import_module("diffsynth.models.wan_video_vae")
+    return types.SimpleNamespace(
+        text_encoder_module=text,
+        vae_module=vae,
+        WanTextEncoder=text.WanTextEncoder,
+        WanVideoVAE38=vae.WanVideoVAE38,
+        VideoVAE38_=vae.VideoVAE38_,
     )
 
 
