@@ -2,8 +2,11 @@
 
 Our world loop fuses only each new clip into the memory (voxel hash: cost per frame, not per
 map). The official release instead re-runs reconstruction over all history frames every round,
-so its cost grows with the rollout. Both are measured in the same run on the built-in room with
-the ``projection`` backend:
+so its cost grows with the rollout. Both are measured in the same run on the built-in room.
+By default (``--start-view-only``) the world's memory starts from the start view alone and an
+oracle generator renders the full ground-truth room (frames and depth), so every round adds new
+geometry and the memory grows, as with a generative model; ``--full-memory`` starts from the
+whole room with the ``projection`` backend instead (nothing new to add).
 
 * **ours**: the memory-update stages of ``step_clip`` (``depth`` + ``dynamics`` + ``fuse``,
   plus pose refinement) from ``ClipResult.timings``;
@@ -29,10 +32,26 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from spatia_core import SpatiaConfig, SpatiaWorld  # noqa: E402
+from spatia_core.generators import GenerationResult  # noqa: E402
 from spatia_core.memory import SpatialMemory  # noqa: E402
+from spatia_core.render import render_memory  # noqa: E402
 from spatia_core.trajectories import orbit  # noqa: E402
 
 REPORT_ROUNDS = (1, 5, 10, 20)
+
+
+class OracleGenerator:
+    """Stands in for the diffusion model: renders the ground-truth room (colour and depth)."""
+
+    name = "oracle"
+    uses_references = False
+
+    def __init__(self, memory: SpatialMemory):
+        self.memory = memory
+
+    def generate(self, request):
+        view = render_memory(self.memory, request.intrinsics, request.poses, compile=False).numpy()
+        return GenerationResult(view["rgb"], np.where(view["mask"], view["depth"], 0).astype(np.float32))
 
 
 def rebuild_from_history(cfg: SpatiaConfig, history, intrinsics) -> float:
@@ -55,6 +74,8 @@ def main(argv=None) -> int:
     p.add_argument("--voxel", type=float, default=0.02)
     p.add_argument("--dynamics", default="residual", choices=["none", "residual"])
     p.add_argument("--pose-refine", default="none", choices=["none", "rgbd_odometry", "icp"])
+    p.add_argument("--full-memory", action="store_true",
+                   help="start from the whole room (projection backend) instead of the start view only")
     args = p.parse_args(argv)
 
     cfg = SpatiaConfig().with_overrides({
@@ -65,12 +86,20 @@ def main(argv=None) -> int:
     world = SpatiaWorld(cfg)
     init = world.reset()
     start = world.render(init.start_pose[None]).numpy()
+    if not args.full_memory:  # memory = the start view; the oracle shows the rest of the room
+        truth = world.memory
+        world = SpatiaWorld(cfg, generator=OracleGenerator(truth))
+        world.reset()
+        world.memory = world._new_memory()
+        world.memory.insert_frame(start["rgb"][0], np.where(start["mask"][0], start["depth"][0], 0), world.intrinsics,
+                                  init.start_pose)
     n = args.rounds * args.clip
     poses = orbit(init.start_pose, n)
     history = [(start["rgb"][0], np.where(start["mask"][0], start["depth"][0], 0).astype(np.float32), init.start_pose)]
     ours, peer = [], []
     print(f"{args.rounds} rounds x {args.clip} frames at {args.width}x{args.height}, voxel {args.voxel} m, "
-          f"dynamics={args.dynamics}, pose_refine={args.pose_refine}")
+          f"dynamics={args.dynamics}, pose_refine={args.pose_refine}, "
+          f"{'full memory' if args.full_memory else 'memory grows from the start view'}")
     for r in range(args.rounds):
         res = world.step_clip(poses[r * args.clip : (r + 1) * args.clip])
         ours.append(sum(res.timings.get(k, 0.0) for k in ("depth", "refine", "dynamics", "fuse")))
