@@ -369,6 +369,19 @@ def umt5_key(name: str) -> list[str] | None:
     return None
 
 
+def _rename_all(src: Mapping[str, Any], key_fn) -> tuple[dict[str, Any], list[str]]:
+    """Apply ``key_fn`` (name -> new name, several names, or ``None`` if unknown) to every tensor."""
+    out: dict[str, Any] = {}
+    unknown: list[str] = []
+    for name, tensor in src.items():
+        new = key_fn(name)
+        if new is None:
+            unknown.append(name)
+        else:
+            out.update({n: tensor for n in ((new,) if isinstance(new, str) else new)})
+    return out, unknown
+
+
 def convert_umt5_state_dict(
     state_dict: Mapping[str, Any],
     expected: Mapping[str, tuple[int, ...]] | None = None,
@@ -387,14 +400,7 @@ def convert_umt5_state_dict(
         FileFormatError: unknown, missing or mis-shaped tensors, listed in one message.
     """
     src = _unwrap(state_dict, "model.", what)
-    out: dict[str, Any] = {}
-    unknown: list[str] = []
-    for name, tensor in src.items():
-        new = umt5_key(name)
-        if new is None:
-            unknown.append(name)
-        else:
-            out.update({n: tensor for n in new})
+    out, unknown = _rename_all(src, umt5_key)
     return _finish(out, unknown, src, expected, what, "the umT5 encoder")
 
 
@@ -486,14 +492,7 @@ def convert_wan22_vae_state_dict(
         FileFormatError: unknown, missing or mis-shaped tensors, listed in one message.
     """
     src = _unwrap(state_dict, "model.", what)
-    out: dict[str, Any] = {}
-    unknown: list[str] = []
-    for name, tensor in src.items():
-        new = wan22_vae_key(name)
-        if new is None:
-            unknown.append(name)
-        else:
-            out[new] = tensor
+    out, unknown = _rename_all(src, wan22_vae_key)
     return _finish(out, unknown, src, expected, what, "the Wan2.2 VAE")
 
 
