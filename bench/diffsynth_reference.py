@@ -70,18 +70,22 @@ def _bare_package(name: str, path: Path) -> None:
     sys.modules[name] = module
 
 
-def load_modules() -> types.SimpleNamespace:
-    """Import DiffSynth's Wan DiT and VACE modules; returns a namespace of what tests need."""
+def _import_models(modules: tuple[str, ...], needs: tuple[str, ...]) -> list[types.ModuleType]:
+    """Import ``diffsynth.models.<module>`` for each name, past DiffSynth's package ``__init__``."""
     root = diffsynth_root()
-    try:
-        import einops  # noqa: F401
-        import safetensors  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - environment problem
-        raise DiffSynthUnavailable(f"DiffSynth's Wan modules need {exc.name}") from exc
+    for package in needs:
+        try:
+            importlib.import_module(package)
+        except ImportError as exc:  # pragma: no cover - environment problem
+            raise DiffSynthUnavailable(f"DiffSynth's {', '.join(modules)} need {package}") from exc
     _bare_package("diffsynth", root)
     _bare_package("diffsynth.models", root / "models")
-    dit = importlib.import_module("diffsynth.models.wan_video_dit")
-    vace = importlib.import_module("diffsynth.models.wan_video_vace")
+    return [importlib.import_module(f"diffsynth.models.{m}") for m in modules]
+
+
+def load_modules() -> types.SimpleNamespace:
+    """Import DiffSynth's Wan DiT and VACE modules; returns a namespace of what tests need."""
+    dit, vace = _import_models(("wan_video_dit", "wan_video_vace"), needs=("einops", "safetensors"))
     return types.SimpleNamespace(
         dit_module=dit,
         vace_module=vace,
@@ -97,16 +101,7 @@ def load_modules() -> types.SimpleNamespace:
 
 def load_base_modules() -> types.SimpleNamespace:
     """Import DiffSynth's umT5 text encoder and Wan VAE modules (the release's base files)."""
-    root = diffsynth_root()
-    try:
-        import einops  # noqa: F401
-        import tqdm  # noqa: F401
-    except ImportError as exc:  # pragma: no cover - environment problem
-        raise DiffSynthUnavailable(f"DiffSynth's VAE module needs {exc.name}") from exc
-    _bare_package("diffsynth", root)
-    _bare_package("diffsynth.models", root / "models")
-    text = importlib.import_module("diffsynth.models.wan_video_text_encoder")
-    vae = importlib.import_module("diffsynth.models.wan_video_vae")
+    text, vae = _import_models(("wan_video_text_encoder", "wan_video_vae"), needs=("einops", "tqdm"))
     return types.SimpleNamespace(
         text_encoder_module=text,
         vae_module=vae,

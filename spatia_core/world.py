@@ -28,7 +28,7 @@ from .dynamics import DynamicsSource, make_dynamics
 from .errors import InputError
 from .generators import ConditionFrame, GenerationRequest, Generator, make_generator
 from .geometry import Intrinsics, validate_poses
-from .geometry_update import DepthSource, PoseCorrection, PoseRefiner, RenderedDepth, make_depth_source, make_pose_refiner
+from .geometry_update import DepthSource, PoseCorrection, PoseRefiner, make_depth_source, make_pose_refiner
 from .memory import SpatialMemory
 from .render import SceneProjection, render_memory
 from .retrieval import FrameBank, Reference, retrieve_references

@@ -3,7 +3,6 @@ images + poses only (no sensor depth), rendered at a held-out pose."""
 
 import numpy as np
 import pytest
-import torch
 
 from spatia_core import SpatialMemory
 from spatia_core.config import UpdateConfig

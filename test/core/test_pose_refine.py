@@ -12,7 +12,6 @@ from functools import lru_cache
 
 import numpy as np
 import pytest
-import torch
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 

@@ -2,7 +2,9 @@
 
 import subprocess
 import sys
+import signal
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -54,3 +56,16 @@ def start_world_sim(tmp, log_name, width, height, voxel_size, **sim):
                                            for k, v in sim.items()) + "}\n")
     return start_module(["spatia_ros.world_sim_node", "--ros-args", "--params-file", str(params)],
                         Path(tmp) / log_name, "world_sim ready")
+
+
+@contextmanager
+def running_world_sim(tmp, log_name, width, height, voxel_size, **sim):
+    """:func:`start_world_sim` as a context: yields the process (``proc.tmp`` = ``tmp``, with a
+    ``maps`` folder) and stops it with SIGTERM on exit."""
+    (Path(tmp) / "maps").mkdir(exist_ok=True)
+    proc = start_world_sim(tmp, log_name, width, height, voxel_size, **sim)
+    proc.tmp = tmp
+    try:
+        yield proc
+    finally:
+        stop(proc, signal.SIGTERM)

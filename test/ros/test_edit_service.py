@@ -1,12 +1,11 @@
 """edit_memory over DDS: mask, box, recolour and PLY-object edits change the rendered view where
 expected, and undo brings the view back (world_sim runs in its own process)."""
 
-import signal
 
 import numpy as np
 import pytest
 
-from processes import RCLPY_MISSING, start_world_sim, stop
+from processes import RCLPY_MISSING, running_world_sim
 
 pytestmark = pytest.mark.skipif(bool(RCLPY_MISSING), reason=RCLPY_MISSING)
 
@@ -16,13 +15,9 @@ EYE, TARGET = np.array([-1.0, 0.0, 1.2]), np.array([-3.0, 0.0, 0.3])  # a wall o
 
 @pytest.fixture(scope="module")
 def node_proc(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("edit_service")
-    (tmp / "maps").mkdir()
-    proc = start_world_sim(tmp, "node.log", W, H, 0.03, rate_hz=10.0, cloud_rate_hz=1.0, cloud_max_points=2000,
-                           cmd_timeout=0.0)
-    proc.tmp = tmp
-    yield proc
-    stop(proc, signal.SIGTERM)
+    with running_world_sim(tmp_path_factory.mktemp("edit_service"), "node.log", W, H, 0.03, rate_hz=10.0,
+                           cloud_rate_hz=1.0, cloud_max_points=2000, cmd_timeout=0.0) as proc:
+        yield proc
 
 
 class Client:

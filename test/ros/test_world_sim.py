@@ -1,13 +1,12 @@
 """world_sim over DDS: the node runs in its own process; this process talks to it like a robot."""
 
-import signal
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from processes import RCLPY_MISSING, start_world_sim, stop
+from processes import RCLPY_MISSING, running_world_sim
 
 pytestmark = pytest.mark.skipif(bool(RCLPY_MISSING), reason=RCLPY_MISSING)
 
@@ -17,12 +16,9 @@ PERIOD_NS = int(1e9 / RATE)
 
 @pytest.fixture(scope="module")
 def node_proc(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("world_sim")
-    proc = start_world_sim(tmp, "node.log", 128, 96, 0.03, rate_hz=RATE, cloud_rate_hz=2.0, cloud_max_points=5000,
-                           cmd_timeout=0.0)
-    proc.tmp = tmp
-    yield proc
-    stop(proc, signal.SIGTERM)
+    with running_world_sim(tmp_path_factory.mktemp("world_sim"), "node.log", 128, 96, 0.03, rate_hz=RATE,
+                           cloud_rate_hz=2.0, cloud_max_points=5000, cmd_timeout=0.0) as proc:
+        yield proc
 
 
 class Probe:
