@@ -51,7 +51,8 @@ class RenderConfig:
     splat_scale: float = 1.25  # splat footprint relative to a voxel's projected size
     max_radius: int = 8  # largest splat is a square of 2 * max_radius + 1 pixels
     near: float = 0.05  # near clipping distance, metres
-    compile: bool = True  # fuse the per-point projection with torch.compile (falls back to eager)
+    compile: bool = True  # fuse the torch kernel's per-point projection with torch.compile (falls back to eager)
+    kernel: str = "auto"  # auto (numba on CPU when installed, else torch) | numba | torch
 
 
 @dataclass
@@ -218,6 +219,7 @@ class SpatiaConfig:
             (self.update.residual_window >= 1 and self.update.residual_dilate >= 0,
              "update.residual_window must be >= 1 and residual_dilate >= 0"),
             (self.render.max_radius >= 1, "render.max_radius must be >= 1"),
+            (self.render.kernel in ("auto", "numba", "torch"), "render.kernel must be auto, numba or torch"),
             (self.sim.rate_hz > 0, "sim.rate_hz must be > 0"),
             (self.sim.base_model in ("unicycle", "holonomic"), "sim.base_model must be unicycle or holonomic"),
             (len(self.sim.mount_xyz) == 3 and len(self.sim.mount_rpy) == 3, "sim.mount_xyz/mount_rpy need 3 values"),

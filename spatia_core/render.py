@@ -13,6 +13,10 @@ a slightly wider frustum are gathered once and reused while later views stay ins
 points do not change (nearby poses of a moving camera). The per-point projection is one
 expression that ``torch.compile`` fuses into a single loop (``compile=True``; eager otherwise,
 or when no compiler is available). Pure torch: runs on CPU and CUDA.
+
+On CPU the same z-buffer runs by default as numba loops instead (:mod:`spatia_core.render_numba`,
+``kernel="auto"``): they walk the points of the visible blocks in place and release the GIL, about
+5x faster than the torch ops at 640x480. ``kernel="torch"`` keeps the torch kernel everywhere.
 """
 
 from __future__ import annotations
@@ -24,6 +28,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from . import render_numba
+from .errors import BackendUnavailableError, InputError
 from .geometry import Intrinsics
 
 log = logging.getLogger(__name__)
@@ -74,6 +80,8 @@ class BlockIndex:
     block_count: torch.Tensor  # int64 (NB,)
     #: the last culled point set, see :meth:`culled`
     _culled: tuple | None = field(default=None, repr=False, compare=False)
+    #: block-ordered copies of the points, see :meth:`sorted_points`
+    _sorted: tuple | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def from_point_blocks(cls, point_block: torch.Tensor, block_min: torch.Tensor, block_size: float) -> "BlockIndex":
@@ -91,6 +99,19 @@ class BlockIndex:
         # position j of the output belongs to block i: start[i] + (j - first output of block i)
         offset = torch.repeat_interleave(start - (torch.cumsum(count, 0) - count), count, output_size=total)
         return self.order[offset + torch.arange(total, device=offset.device)]
+
+    def sorted_points(self, xyz: torch.Tensor, rgb: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
+        """The points in block order for the numba kernel: xyz float32 (3, N) and rgb float32 (N, 3)
+        in [0, 1] (from float or uint8 ``rgb``), CPU arrays. Kept while ``xyz`` and ``rgb`` are the
+        same, unmodified tensors (torch's in-place version counters, as in :meth:`culled`)."""
+        key = (xyz.data_ptr(), xyz._version, tuple(xyz.shape), rgb.data_ptr(), rgb._version, tuple(rgb.shape),
+               rgb.dtype)
+        if self._sorted is None or self._sorted[0] != key:
+            colour = rgb[self.order].float()
+            if rgb.dtype == torch.uint8:
+                colour /= 255.0
+            self._sorted = (key, xyz[self.order].float().T.contiguous().numpy(), colour.contiguous().numpy())
+        return self._sorted[1:]
 
     def culled(self, xyz: torch.Tensor, rgb: torch.Tensor, pose: torch.Tensor, k: Intrinsics, near: float, far: float,
                token=None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -315,6 +336,46 @@ def _splat_one(
     return _resolve(zbuf, sel_ext, squares, rgb_ext, h, w, h2, w2)
 
 
+KERNELS = ("auto", "numba", "torch")
+
+
+def _use_numba(kernel: str, device: torch.device) -> bool:
+    """Whether the numba kernel renders on ``device`` (see :data:`KERNELS`)."""
+    if kernel not in KERNELS:
+        raise InputError(f"render kernel {kernel!r} is not one of {', '.join(KERNELS)}")
+    if kernel == "torch" or device.type != "cpu":
+        if kernel == "numba" and device.type != "cpu":
+            raise InputError(f"the numba render kernel runs on CPU only, the memory is on {device}")
+        return False
+    if not render_numba.AVAILABLE:
+        if kernel == "numba":
+            raise BackendUnavailableError("render kernel 'numba' needs the numba package (pip install numba)")
+        return False
+    return True
+
+
+def _splat_numba(xyz_t: np.ndarray, rgb: np.ndarray, order: np.ndarray, blocks: BlockIndex | None,
+                 pose: torch.Tensor, k: Intrinsics, voxel_size: float, splat_scale: float, max_radius: int, near: float,
+                 far: float, out: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+    """:func:`_splat_one` by :mod:`~spatia_core.render_numba` into ``out`` = (index (H*W,), depth
+    (H*W,), colour (H*W, 3)) CPU tensors. ``xyz_t`` (3, N), ``rgb`` (N, 3) float32 in the order of
+    ``blocks`` (all one block without), ``order`` their point indices."""
+    if blocks is not None:
+        start, count = blocks.block_start.numpy(), blocks.block_count.numpy()
+        ids = _visible_blocks(blocks, pose, k, near, far).nonzero(as_tuple=True)[0].numpy()
+    else:
+        start, count, ids = np.zeros(1, np.int64), np.full(1, order.shape[0]), np.zeros(1, np.int64)
+    footprint = splat_scale * voxel_size * max(k.fx, k.fy)
+    params = np.array([k.fx, k.fy, k.cx, k.cy, footprint, near, min(far, 1e30)], dtype=np.float32)
+    h, w = k.height, k.width
+    zbuf = np.full(h * w + ((h + 1) // 2) * ((w + 1) // 2) + 1, render_numba.EMPTY, np.int64)
+    pose_np = pose.numpy()
+    render_numba.zbuffer(xyz_t, start, count, ids, np.ascontiguousarray(pose_np[:3, :3]),
+                         np.ascontiguousarray(pose_np[:3, 3]), params, w, h, max_radius, np.float32(_DEPTH_QUANT), zbuf)
+    index, depth, color = (t.numpy() for t in out)
+    render_numba.resolve(zbuf, w, h, order, rgb, np.float32(1.0 / _DEPTH_QUANT), index, depth, color)
+
+
 def render_points(
     xyz: torch.Tensor,
     rgb: torch.Tensor,
@@ -328,27 +389,37 @@ def render_points(
     blocks: BlockIndex | None = None,
     compile: bool = True,
     cache_token=None,
+    kernel: str = "auto",
 ) -> SceneProjection:
     """Render points into ``poses`` (camera-to-world, (4, 4) or (B, 4, 4)).
 
     ``xyz`` float (N, 3) world points, ``rgb`` float (N, 3) in [0, 1] or uint8, on one device;
     ``intrinsics`` fixes H and W. Returns a :class:`SceneProjection` on the same device.
     With ``blocks``, a ``cache_token`` naming the owner of the points lets the culled point set be
-    reused by the next views (see :meth:`BlockIndex.culled`).
+    reused by the next views (see :meth:`BlockIndex.culled`). ``kernel``: ``auto`` (numba on CPU
+    when installed, else torch), ``numba`` or ``torch``; ``compile`` applies to the torch kernel.
     """
     device = xyz.device
     poses_t = torch.as_tensor(np.asarray(poses) if not torch.is_tensor(poses) else poses, dtype=torch.float32, device=device)
     if poses_t.ndim == 2:
         poses_t = poses_t[None]
-    if rgb.dtype == torch.uint8:
-        rgb = rgb.float() / 255.0
     h, w = intrinsics.height, intrinsics.width
     b = poses_t.shape[0]
     index = torch.full((b, h * w), -1, dtype=torch.int64, device=device)
     depth = torch.zeros((b, h * w), dtype=torch.float32, device=device)
     color = torch.zeros((b, h * w, 3), dtype=torch.float32, device=device)
-    if xyz.shape[0]:
-        xyz, rgb = xyz.float(), rgb.float()
+    if xyz.shape[0] and _use_numba(kernel, device):
+        if blocks is not None:
+            xyz_t, rgb_np = blocks.sorted_points(xyz, rgb)
+            order = blocks.order.numpy()
+        else:
+            xyz_t, order = xyz.float().T.contiguous().numpy(), np.arange(xyz.shape[0])
+            rgb_np = (rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()).contiguous().numpy()
+        for i in range(b):
+            _splat_numba(xyz_t, rgb_np, order, blocks, poses_t[i], intrinsics, voxel_size, splat_scale, max_radius,
+                         near, far, (index[i], depth[i], color[i]))
+    elif xyz.shape[0]:
+        xyz, rgb = xyz.float(), (rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float())
         for i in range(b):
             index[i], depth[i], color[i] = _splat_one(
                 xyz, rgb, poses_t[i], intrinsics, voxel_size, splat_scale, max_radius, near, far, blocks, compile,

@@ -143,7 +143,7 @@ class SpatiaWorld:
         """Scene projection of the memory into camera-to-world ``poses`` (T, 4, 4)."""
         r = self.config.render
         return render_memory(self.memory, self.intrinsics, poses, splat_scale=r.splat_scale, max_radius=r.max_radius,
-                             near=r.near, compile=r.compile)
+                             near=r.near, compile=r.compile, kernel=r.kernel)
 
     def step_clip(self, poses, prompt: str | None = None, retrieve: bool | None = None, remember: bool = True) -> ClipResult:
         """Generate the frames at ``poses`` (steps 1-3 of the module docstring) and, if ``remember``,
