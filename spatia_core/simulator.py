@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass, field
+from typing import Callable
 from pathlib import Path
 
 import numpy as np
@@ -94,21 +95,31 @@ class WorldSimulator:
         self.base.step(twist, self.period_ns * 1e-9)
         return twist
 
-    def step(self, camera_pose=None) -> SimFrame:
-        """Produce one frame (at ``camera_pose`` if given) and advance sim time by one period."""
+    def step(self, camera_pose=None, publish: Callable[[SimFrame], None] | None = None) -> SimFrame:
+        """Produce one frame (at ``camera_pose`` if given) and advance sim time by one period.
+
+        ``publish(frame)``, if given, is called as soon as the frame exists, before the memory
+        is updated from it (every ``sim.bank_every``-th frame), so that update never delays it.
+        """
         with self.lock:
             if camera_pose is not None:
                 self.place_camera(camera_pose)
             twist = self._advance()
             cam = self.base.camera_pose()
             remember = self.frame_index % self.config.sim.bank_every == 0
-            clip = self.world.step_clip(cam[None], remember=remember)
-            self.sim_time_ns += self.period_ns
-            frame = SimFrame(self.frame_index, self.sim_time_ns, cam, self.base.pose.copy(), twist,
-                             clip.frames[0], clip.scene_depth[0],  # the render's depth: 0 where nothing is visible
-                             clip.scene_rgb[0], clip.timings)
-            self.frame_index += 1
-            return frame
+            made: list[SimFrame] = []
+
+            def generated(clip) -> None:
+                self.sim_time_ns += self.period_ns
+                made.append(SimFrame(self.frame_index, self.sim_time_ns, cam, self.base.pose.copy(), twist,
+                                     clip.frames[0], clip.scene_depth[0],  # the render's depth: 0 where nothing is visible
+                                     clip.scene_rgb[0], clip.timings))
+                self.frame_index += 1
+                if publish is not None:
+                    publish(made[0])
+
+            self.world.step_clip(cam[None], remember=remember, on_generated=generated)
+            return made[0]
 
     # -- world management ------------------------------------------------------------------
     def reset(self, world: WorldConfig | None = None, camera_pose=None) -> None:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -145,11 +145,15 @@ class SpatiaWorld:
         return render_memory(self.memory, self.intrinsics, poses, splat_scale=r.splat_scale, max_radius=r.max_radius,
                              near=r.near, compile=r.compile, kernel=r.kernel)
 
-    def step_clip(self, poses, prompt: str | None = None, retrieve: bool | None = None, remember: bool = True) -> ClipResult:
+    def step_clip(self, poses, prompt: str | None = None, retrieve: bool | None = None, remember: bool = True,
+                  on_generated: Callable[[ClipResult], None] | None = None) -> ClipResult:
         """Generate the frames at ``poses`` (steps 1-3 of the module docstring) and, if ``remember``,
         fuse them into the memory and the frame bank (steps 4-5).
 
-        ``retrieve`` defaults to whether the generator uses reference frames.
+        ``retrieve`` defaults to whether the generator uses reference frames. ``on_generated``, if
+        given, receives the clip as soon as its frames exist, before the memory is updated from
+        them (its ``depth`` is the rendered one, ``frame_ids`` empty; ``timings`` is the same dict,
+        completed later): a simulator publishes there, so the update does not delay the frames.
         """
         if retrieve is None:
             retrieve = getattr(self.generator, "uses_references", True)
@@ -195,6 +199,9 @@ class SpatiaWorld:
                 f"expected {scene['rgb'].shape} uint8"
             )
         timings["generate"] = time.perf_counter() - t0
+        if on_generated is not None:
+            on_generated(ClipResult(poses, result.frames, scene["rgb"], scene["depth"], scene["mask"], scene["depth"],
+                                    references, [], timings))
 
         t0 = time.perf_counter()
         depth = result.depth if result.depth is not None else self.depth_source.estimate(
@@ -214,7 +221,7 @@ class SpatiaWorld:
         frame_ids = []
         # The memory is authoritative where it covers a pixel: those voxels count as observed,
         # and only pixels it does not explain (and that are not dynamic) add geometry.
-        observed = [projection.index[i][projection.mask[i]] for i in range(len(poses))] if remember else []
+        observed = [projection.index[i] for i in range(len(poses))] if remember else []  # -1 (nothing) is skipped
         for i in range(len(poses) if remember else 0):
             exclude = scene["mask"][i] if dyn is None else scene["mask"][i] | dyn[i]
             self.memory.insert_frame(result.frames[i], depth[i], self.intrinsics, fused_poses[i],

@@ -13,7 +13,7 @@ Services: ``reset_world``, ``save_map``, ``load_map``, ``edit_memory``, ``step``
 ``resume``; action ``generate_trajectory``.
 
 Frames are produced by one worker thread; callbacks only validate and queue (they never wait
-for a frame). ``cmd_vel`` and ``camera_pose`` are taken by a helper node, ``<name>_inputs`` in the
+for a frame). A frame is published as soon as it exists, before the memory is updated from it. ``cmd_vel`` and ``camera_pose`` are taken by a helper node, ``<name>_inputs`` in the
 same namespace, spun by a single-threaded executor of its own: the multi-threaded executor of
 the services spent a quarter of the process's CPU on its Python wait loop at 30 poses/s.
 Remap those topics globally (``-r camera_pose:=...``), not with a ``world_sim:`` node prefix. Camera streams are reliable by default (``sim.reliable_images``). Bad input is
@@ -211,16 +211,25 @@ class WorldSimNode(Node):
         job.done.set()
 
     def _produce(self, pose=None) -> bool:
+        """Make and publish one frame; False (logged) if no frame came out."""
+        published, publish_errors = [], []
+
+        def publish(frame: SimFrame) -> None:  # called before the memory update, which then runs unhurried
+            published.append(frame)
+            try:
+                self._publish_frame(frame)
+            except Exception as exc:  # raised below, after the update (e.g. the context went down)
+                publish_errors.append(exc)
+
         try:
-            frame = self.sim.step(pose)
-        except SpatiaError as exc:
-            self.get_logger().error(f"frame not produced: {exc}", throttle_duration_sec=2.0)
-            return False
+            self.sim.step(pose, publish=publish)
         except Exception as exc:  # keep the node alive whatever the backend raises
-            self.get_logger().error(f"frame not produced ({type(exc).__name__}): {exc}", throttle_duration_sec=2.0)
-            return False
-        self._publish_frame(frame)
-        return True
+            what = "memory not updated from the published frame" if published else "frame not produced"
+            detail = str(exc) if isinstance(exc, SpatiaError) else f"({type(exc).__name__}) {exc}"
+            self.get_logger().error(f"{what}: {detail}", throttle_duration_sec=2.0)
+        if publish_errors:
+            raise publish_errors[0]
+        return bool(published)
 
     # -- publishing ------------------------------------------------------------------------
     def _stamp(self, frame: SimFrame) -> int:

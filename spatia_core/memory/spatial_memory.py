@@ -204,8 +204,8 @@ class SpatialMemory:
         self.revision += 1
         if observed is not None:
             seen = torch.as_tensor(observed, device=self.device).reshape(-1)
-            seen = torch.unique(seen[(seen >= 0) & (seen < self._n)])
-            self._count[seen] += 1
+            seen = seen[(seen >= 0) & (seen < self._n)]
+            self._count[seen] += 1  # a voxel listed many times counts once: every write stores the same value
             self._last_seen[seen] = frame
         if xyz.shape[0] == 0:
             return FuseResult(0, 0, 0, 0)

@@ -100,3 +100,21 @@ def test_projection_backend_leaves_geometry_unchanged(sim):
     assert len(mem) == n
     assert (mem.xyz == xyz).all()
     assert (mem.counts >= counts).all() and (mem.counts > counts).any()
+
+
+def test_frames_are_published_before_the_memory_update(sim):
+    """``step(publish=...)`` hands the frame out first; the banked frame's fusion comes after."""
+    while sim.frame_index % sim.config.sim.bank_every:  # the next frame is fused into the memory
+        sim.step()
+    seen = []
+    fused_before = sim.world.memory.frames_fused
+    banked_before = len(sim.world.bank.frames)
+
+    def publish(frame):
+        seen.append((frame, sim.world.memory.frames_fused, len(sim.world.bank.frames)))
+
+    frame = sim.step(publish=publish)
+    assert len(seen) == 1 and seen[0][0] is frame
+    assert seen[0][1:] == (fused_before, banked_before)  # published before the update
+    assert sim.world.memory.frames_fused == fused_before + 1 and len(sim.world.bank.frames) == banked_before + 1
+    assert frame.stamp_ns == sim.sim_time_ns and frame.index == sim.frame_index - 1
