@@ -22,11 +22,19 @@
    odom (pose -> odom latency) separates the node's queueing and compute from image transport:
    odom is reliable, so "frames published" counts every frame and "images lost" the frames whose
    image never arrived.
-4. After the first image (the renderer's torch.compile may take ~25 s the first time; cached on
-   disk afterwards) and ``--warmup`` seconds more, poses are measured for ``--seconds``.
-   Sustained rate = matched images of the poses sent in the window / window length.
+4. After the first image (the renderer's first compile may take seconds; cached on disk
+   afterwards) and ``--warmup`` seconds more, poses are measured for ``--seconds``: latency.
+5. Throughput: poses are then sent at ``--probe-rate`` (60 Hz), faster than frames can be made,
+   for ``--probe-seconds``; sustained rate = distinct images received per second (the node keeps
+   only the newest pose, so this is as fast as it makes and delivers frames). The rate target is
+   judged on this phase.
    With ``--stages``, the node is then stopped and the same frames are produced in this process
    (WorldSimulator.step and building the node's messages) for a per-stage breakdown.
+
+Discovery settings are the user's (the random domain keeps runs apart): with
+``ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST`` a 640x480 image took ~15 ms from world_sim to a
+subscriber instead of ~4 ms with the default range (measured here, LARGE_DATA transports both
+times), so forcing it would measure a setting robot users do not run.
 
 Prints a table and PASS/MISS per target (p50 <= 30 ms, >= 30 Hz); writes JSON (and, beside it,
 the generated parameter file and the node's log); exits 0 when the measurement ran (targets
@@ -217,9 +225,9 @@ class Client:
         self.odom[self._time_to_ns(msg.header.stamp)] = (time.monotonic(), np.array([p.x, p.y, p.z]))
 
     def _publish_loop(self) -> None:
-        period = 1.0 / self.rate
         due = time.monotonic()
         while not self._stop.is_set():
+            period = 1.0 / self.rate  # may be raised for the throughput phase
             seq = len(self.sent_t)
             cam = camera_pose(seq, self.rate)
             msg = self._PoseStamped()
@@ -269,6 +277,14 @@ class Client:
                    for stamp, (_, xyz) in list(self.odom.items()) if stamp in self.images)
 
     # -- analysis ----------------------------------------------------------------------------
+    def throughput(self, t0: float, t1: float) -> dict:
+        """Frames (odom) and distinct images received per second between monotonic ``t0`` and ``t1``."""
+        images = sum(any(t0 <= t <= t1 for t in times) for times in self.images.values())
+        frames = sum(t0 <= t <= t1 for t, _ in self.odom.values())
+        poses = sum(t0 <= t <= t1 for t in self.sent_t)
+        d = t1 - t0
+        return {"offered_hz": poses / d, "frame_rate_hz": frames / d, "image_rate_hz": images / d, "window_s": d}
+
     def match(self) -> dict:
         """seq -> earliest image receive time, and counts of what could not be matched."""
         sent = np.asarray(self.sent_base[: len(self.sent_t)])
@@ -354,6 +370,9 @@ def main() -> int:
                         help="seconds to wait for the first image (includes the first torch.compile)")
     parser.add_argument("--image-qos", choices=("sensor", "reliable"), default="reliable",
                         help="QoS of the camera/image_raw subscription (reliable needs a reliable publisher)")
+    parser.add_argument("--probe-rate", type=float, default=60.0,
+                        help="pose rate of the throughput phase, Hz (faster than frames can be made)")
+    parser.add_argument("--probe-seconds", type=float, default=10.0, help="length of the throughput phase (0: skip)")
     parser.add_argument("--stages", action="store_true", help="afterwards, time the node's stages in this process")
     parser.add_argument("--out", default="out/bench_ros_latency.json")
     args = parser.parse_args()
@@ -369,7 +388,6 @@ def main() -> int:
     log_path = out.with_suffix(".node.log")
     domain = args.domain if args.domain is not None else random.randint(100, 199)
     os.environ["ROS_DOMAIN_ID"] = str(domain)
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     mount = CameraMount(list(cfg.sim.mount_xyz), list(cfg.sim.mount_rpy))
     w, h = cfg.camera.width, cfg.camera.height
@@ -413,6 +431,14 @@ def main() -> int:
         seq1, t1 = len(client.sent_t), time.monotonic()
         cpu_node1, cpu_self1 = cpu_seconds(proc.pid), time.process_time()
         results["machine"]["loadavg_after"] = list(os.getloadavg())
+        if args.probe_seconds > 0:  # throughput: poses faster than frames can be made
+            print(f"  throughput: poses at {args.probe_rate:g} Hz for {args.probe_seconds:g} s", flush=True)
+            client.rate = args.probe_rate
+            client.spin_for(1.0)
+            probe_t0 = time.monotonic()
+            client.spin_for(args.probe_seconds)
+            probe_t1 = time.monotonic()
+            results["throughput"] = client.throughput(probe_t0, probe_t1)
         client.stop_publishing()
         client.spin_for(1.5)  # frames still in flight
         if proc.poll() is not None:
@@ -432,6 +458,7 @@ def main() -> int:
         window = range(seq0, seq1)
         lat = [1e3 * (m["first"][s] - client.sent_t[s]) for s in window if s in m["first"]]
         odom_lat = [1e3 * (m["odom_first"][s] - client.sent_t[s]) for s in window if s in m["odom_first"]]
+        gap = [1e3 * (m["first"][s] - m["odom_first"][s]) for s in window if s in m["first"] and s in m["odom_first"]]
         duration = t1 - t0
         received = sum(t0 <= t <= t1 for times in client.images.values() for t in times)
         frames = [stamp for stamp, (t, _) in client.odom.items() if t0 <= t <= t1]  # odom is reliable: one per frame
@@ -446,6 +473,7 @@ def main() -> int:
             "window_s": duration,
             "latency_ms": percentiles(lat),
             "odom_latency_ms": percentiles(odom_lat),
+            "image_after_odom_ms": percentiles(gap),
             "poses_with_a_frame": len(odom_lat),
             "sustained_rate_hz": len(lat) / duration,
             "image_rate_hz": received / duration,
@@ -460,10 +488,13 @@ def main() -> int:
         results["targets"] = {
             "p50_ms": {"target": TARGET_P50_MS, "value": p50,
                        "result": "PASS" if p50 is not None and p50 <= TARGET_P50_MS else "MISS"},
-            "rate_hz": {"target": TARGET_RATE_HZ, "value": results["sustained_rate_hz"],
-                        "result": ("N/A (poses sent below the target rate)" if args.rate < TARGET_RATE_HZ else
-                                   "PASS" if results["sustained_rate_hz"] >= TARGET_RATE_HZ else "MISS")},
         }
+        if "throughput" in results:
+            rate = results["throughput"]["image_rate_hz"]
+            results["targets"]["rate_hz"] = {
+                "target": TARGET_RATE_HZ, "value": rate,
+                "result": ("N/A (poses offered below the target rate)" if args.probe_rate < TARGET_RATE_HZ else
+                           "PASS" if rate >= TARGET_RATE_HZ else "MISS")}
         if args.stages:
             print("  timing the stages in this process ...", flush=True)
             results["stages_ms"] = stage_timings(cfg, args.rate, frames=max(30, int(args.rate * 3)))
@@ -498,9 +529,16 @@ def report(r: dict) -> None:
         print(f"{'latency ' + key:44s} {ms(lat[key]):>12s}")
     print(f"{'pose -> odom latency p50 / p95 (no image)':44s} {ms(r['odom_latency_ms']['p50']):>12s} / "
           f"{ms(r['odom_latency_ms']['p95']).strip()}")
-    print(f"{'sustained rate (matched images / s)':44s} {r['sustained_rate_hz']:10.1f}Hz {'>= ' + format(TARGET_RATE_HZ, 'g') + 'Hz':>9s}  "
-          f"{r['targets']['rate_hz']['result']}")
+    print(f"{'image received after odom p50 / p95':44s} {ms(r['image_after_odom_ms']['p50']):>12s} / "
+          f"{ms(r['image_after_odom_ms']['p95']).strip()}")
+    print(f"{'matched images / s (poses at ' + format(c['rate_hz'], 'g') + ' Hz)':44s} {r['sustained_rate_hz']:10.1f}Hz")
     print(f"{'pose rate sent / frame rate (odom)':44s} {r['pose_rate_hz']:10.1f}Hz / {r['frame_rate_hz']:.1f}Hz")
+    if "throughput" in r:
+        tp = r["throughput"]
+        print(f"{'sustained rate: images / s, poses at ' + format(tp['offered_hz'], '.0f') + ' Hz':44s} "
+              f"{tp['image_rate_hz']:10.1f}Hz {'>= ' + format(TARGET_RATE_HZ, 'g') + 'Hz':>9s}  "
+              f"{r['targets']['rate_hz']['result']}")
+        print(f"{'  frames published / s (odom), same phase':44s} {tp['frame_rate_hz']:10.1f}Hz")
     busy = r["cpu_cores_busy"]
     if busy["node"] is not None:
         print(f"{'CPU cores busy: node / client':44s} {busy['node']:6.2f} / {busy['client']:.2f}")

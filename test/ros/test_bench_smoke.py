@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[2]
 def test_latency_benchmark_smoke(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(REPO / "bench" / "bench_ros_latency.py"), "--width", "160", "--height", "120",
-           "--voxel", "0.03", "--seconds", "3", "--rate", "10", "--warmup", "1", "--out", str(out)]
+           "--voxel", "0.03", "--seconds", "3", "--rate", "10", "--warmup", "1", "--probe-rate", "20",
+           "--probe-seconds", "2", "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=str(REPO))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())
@@ -36,4 +37,6 @@ def test_latency_benchmark_smoke(tmp_path):
     assert data["unmatched"]["ambiguous_odom"] == 0
     assert data["node_exit_status"] is not None, "the node process was ended"
     assert {"p50_ms", "rate_hz"} <= data["targets"].keys()
+    tp = data["throughput"]  # poses at 20 Hz: the offered rate is measured, and frames came back
+    assert 10 < tp["offered_hz"] < 30 and 0 < tp["image_rate_hz"] <= tp["offered_hz"] + 1
     assert "PASS" in proc.stdout or "MISS" in proc.stdout
