@@ -22,6 +22,7 @@ logged (throttled) and dropped; the node keeps publishing.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import threading
@@ -109,6 +110,8 @@ class WorldSimNode(Node):
         self._last_input: dict[str, float] = {}
         self._warned: dict[str, float] = {}
         self._cloud_revision = -1
+        self._cloud_content = None  # SpatialMemory.content_version of the last published cloud
+        self._cloud_stats = None
         self._last_frame: SimFrame | None = None
 
         sensor = CAMERA_RELIABLE if s.reliable_images else qos_profile_sensor_data
@@ -263,15 +266,19 @@ class WorldSimNode(Node):
                              cv.transform_msg(s.camera_frame, s.optical_frame, mount.link_to_optical(), 0)])
 
     def _publish_memory(self, force: bool = False) -> None:
+        """``memory_info`` when the memory's revision changed; ``spatial_memory`` (and the bounds)
+        only when its points did: fusing a frame the memory already explains changes neither."""
         mem = self.sim.world.memory
         if not force and mem.revision == self._cloud_revision:
             return
-        with self.sim.lock:
-            stats = mem.stats()
-        xyz, rgb = self.sim.memory_cloud(self.config.sim.cloud_max_points)
         ns = self.sim.sim_time_ns if self.pub_clock is not None else self.get_clock().now().nanoseconds
         hdr = cv.header(self.config.sim.map_frame, ns)
-        self.pub_cloud.publish(cv.pointcloud2_msg(xyz, rgb, hdr))
+        if force or self._cloud_stats is None or mem.content_version != self._cloud_content:
+            with self.sim.lock:
+                self._cloud_stats, self._cloud_content = mem.stats(), mem.content_version
+            xyz, rgb = self.sim.memory_cloud(self.config.sim.cloud_max_points)
+            self.pub_cloud.publish(cv.pointcloud2_msg(xyz, rgb, hdr))
+        stats = dataclasses.replace(self._cloud_stats, revision=mem.revision, frames_fused=mem.frames_fused)
         info = MemoryInfo(header=hdr, revision=stats.revision, voxel_count=stats.voxels, voxel_size=stats.voxel_size,
                           frames_fused=stats.frames_fused, memory_bytes=stats.memory_bytes)
         info.bounds_min.x, info.bounds_min.y, info.bounds_min.z = stats.bounds_min

@@ -313,6 +313,12 @@ class SpatialMemory:
         return self.keep_only(keep)
 
     # -- summaries -------------------------------------------------------------------------
+    @property
+    def content_version(self) -> tuple[int, int, int]:
+        """Changes when a voxel is added, removed, moved or recoloured, but not when voxels are only
+        marked as observed (which ``revision`` also counts): what a published map depends on."""
+        return self._layout_version, self._xyz._version, self._rgb._version
+
     def stats(self) -> MemoryStats:
         """Voxel count, axis-aligned bounds, frames fused, revision and bytes held."""
         if self._n:

@@ -179,3 +179,20 @@ def test_truncated_binary_map_is_rejected(tmp_path):
     path.write_bytes(data[: len(data) // 2])
     with pytest.raises(FileFormatError, match="truncated"):
         load_ply(path, SpatialMemory(voxel_size=0.02))
+
+
+def test_content_version_tracks_points_not_observations():
+    """``revision`` counts every fusion; ``content_version`` only changes to the points."""
+    mem = SpatialMemory(voxel_size=0.05)
+    pts = np.random.default_rng(0).uniform(0, 1, (500, 3)).astype(np.float32)
+    mem.insert_points(pts, np.full((500, 3), 100, np.uint8))
+    version, revision = mem.content_version, mem.revision
+    counts = mem.counts.clone()
+    mem.insert_points(np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), observed=torch.arange(10))
+    assert mem.revision == revision + 1 and mem.content_version == version  # observed only
+    assert (mem.counts[:10] == counts[:10] + 1).all() and (mem.counts[10:] == counts[10:]).all()
+    mem.insert_points(pts[:5], np.full((5, 3), 200, np.uint8))  # recolour seen voxels
+    assert mem.content_version != version
+    version = mem.content_version
+    mem.insert_points(pts[:5] + 5.0, np.full((5, 3), 200, np.uint8))  # new voxels
+    assert mem.content_version != version
