@@ -15,8 +15,9 @@ expression that ``torch.compile`` fuses into a single loop (``compile=True``; ea
 or when no compiler is available). Pure torch: runs on CPU and CUDA.
 
 On CPU the same z-buffer runs by default as numba loops instead (:mod:`spatia_core.render_numba`,
-``kernel="auto"``): they walk the points of the visible blocks in place and release the GIL, about
-5x faster than the torch ops at 640x480. ``kernel="torch"`` keeps the torch kernel everywhere.
+``kernel="auto"``), with identical output: they read a block-ordered copy of the points and
+release the GIL (640x480 view of a 1.5M-voxel room: 12.6 ms against 31-34 ms for the torch kernel,
+one core). ``kernel="torch"`` keeps the torch kernel everywhere.
 """
 
 from __future__ import annotations
