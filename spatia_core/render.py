@@ -44,6 +44,11 @@ _CULL_MARGIN_PX = 128
 _EXPAND_LIMIT = 2.0
 
 
+def as_rgb_float(rgb: torch.Tensor) -> torch.Tensor:
+    """Colours as float32 in [0, 1]: uint8 is divided by 255, float is kept as it is."""
+    return rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
+
+
 @dataclass
 class SceneProjection:
     """Rendered views of the memory, batch of B cameras of H x W pixels."""
@@ -108,10 +113,8 @@ class BlockIndex:
         key = (xyz.data_ptr(), xyz._version, tuple(xyz.shape), rgb.data_ptr(), rgb._version, tuple(rgb.shape),
                rgb.dtype)
         if self._sorted is None or self._sorted[0] != key:
-            colour = rgb[self.order].float()
-            if rgb.dtype == torch.uint8:
-                colour /= 255.0
-            self._sorted = (key, xyz[self.order].float().T.contiguous().numpy(), colour.contiguous().numpy())
+            self._sorted = (key, xyz[self.order].float().T.contiguous().numpy(),
+                            as_rgb_float(rgb[self.order]).contiguous().numpy())
         return self._sorted[1:]
 
     def culled(self, xyz: torch.Tensor, rgb: torch.Tensor, pose: torch.Tensor, k: Intrinsics, near: float, far: float,
@@ -344,15 +347,11 @@ def _use_numba(kernel: str, device: torch.device) -> bool:
     """Whether the numba kernel renders on ``device`` (see :data:`KERNELS`)."""
     if kernel not in KERNELS:
         raise InputError(f"render kernel {kernel!r} is not one of {', '.join(KERNELS)}")
-    if kernel == "torch" or device.type != "cpu":
-        if kernel == "numba" and device.type != "cpu":
-            raise InputError(f"the numba render kernel runs on CPU only, the memory is on {device}")
-        return False
-    if not render_numba.AVAILABLE:
-        if kernel == "numba":
-            raise BackendUnavailableError("render kernel 'numba' needs the numba package (pip install numba)")
-        return False
-    return True
+    if kernel == "numba" and device.type != "cpu":
+        raise InputError(f"the numba render kernel runs on CPU only, the memory is on {device}")
+    if kernel == "numba" and not render_numba.AVAILABLE:
+        raise BackendUnavailableError("render kernel 'numba' needs the numba package (pip install numba)")
+    return kernel != "torch" and device.type == "cpu" and render_numba.AVAILABLE
 
 
 def _splat_numba(xyz_t: np.ndarray, rgb: np.ndarray, order: np.ndarray, blocks: BlockIndex | None,
@@ -406,21 +405,27 @@ def render_points(
         poses_t = poses_t[None]
     h, w = intrinsics.height, intrinsics.width
     b = poses_t.shape[0]
-    index = torch.full((b, h * w), -1, dtype=torch.int64, device=device)
-    depth = torch.zeros((b, h * w), dtype=torch.float32, device=device)
-    color = torch.zeros((b, h * w, 3), dtype=torch.float32, device=device)
-    if xyz.shape[0] and _use_numba(kernel, device):
+    use_numba = bool(xyz.shape[0]) and _use_numba(kernel, device)
+    if use_numba:  # writes every pixel: nothing to initialise
+        index = torch.empty((b, h * w), dtype=torch.int64)
+        depth = torch.empty((b, h * w), dtype=torch.float32)
+        color = torch.empty((b, h * w, 3), dtype=torch.float32)
+    else:
+        index = torch.full((b, h * w), -1, dtype=torch.int64, device=device)
+        depth = torch.zeros((b, h * w), dtype=torch.float32, device=device)
+        color = torch.zeros((b, h * w, 3), dtype=torch.float32, device=device)
+    if use_numba:
         if blocks is not None:
             xyz_t, rgb_np = blocks.sorted_points(xyz, rgb)
             order = blocks.order.numpy()
         else:
             xyz_t, order = xyz.float().T.contiguous().numpy(), np.arange(xyz.shape[0])
-            rgb_np = (rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()).contiguous().numpy()
+            rgb_np = as_rgb_float(rgb).contiguous().numpy()
         for i in range(b):
             _splat_numba(xyz_t, rgb_np, order, blocks, poses_t[i], intrinsics, voxel_size, splat_scale, max_radius,
                          near, far, (index[i], depth[i], color[i]))
     elif xyz.shape[0]:
-        xyz, rgb = xyz.float(), (rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float())
+        xyz, rgb = xyz.float(), as_rgb_float(rgb)
         for i in range(b):
             index[i], depth[i], color[i] = _splat_one(
                 xyz, rgb, poses_t[i], intrinsics, voxel_size, splat_scale, max_radius, near, far, blocks, compile,

@@ -5,9 +5,10 @@ in two passes that touch every point and every pixel once: :func:`zbuffer` walks
 the visible culling blocks and keeps the smallest key per pixel; :func:`resolve` turns the keys
 into point index, depth and colour. Both read a block-ordered copy of the points
 (:meth:`~spatia_core.render.BlockIndex.sorted_points`), so the points of a block are contiguous
-and the projection loop vectorises; numba's ``error_model="numpy"`` keeps divisions branch-free. Arithmetic is float32 in the torch kernel's
-order, so both give the same pixels (up to depth-key ties between different points, which both
-break by point order). Both passes release the GIL, so the node's other threads run meanwhile.
+and the projection loop vectorises; numba's ``error_model="numpy"`` keeps divisions branch-free.
+Arithmetic is float32 in the torch kernel's order, and depth-key ties between points break by
+point order in both, so both give the same pixels. Both passes release the GIL, so the node's
+other threads run meanwhile.
 
 ``numba`` is optional: :data:`AVAILABLE` says whether it imported; the renderer falls back to the
 torch kernel without it. Compiled functions are cached on disk (``cache=True``).

@@ -13,11 +13,13 @@ Services: ``reset_world``, ``save_map``, ``load_map``, ``edit_memory``, ``step``
 ``resume``; action ``generate_trajectory``.
 
 Frames are produced by one worker thread; callbacks only validate and queue (they never wait
-for a frame). A frame is published as soon as it exists, before the memory is updated from it. ``cmd_vel`` and ``camera_pose`` are taken by a helper node, ``<name>_inputs`` in the
-same namespace, spun by a single-threaded executor of its own: the multi-threaded executor of
-the services spent a quarter of the process's CPU on its Python wait loop at 30 poses/s.
-Remap those topics globally (``-r camera_pose:=...``), not with a ``world_sim:`` node prefix. Camera streams are reliable by default (``sim.reliable_images``). Bad input is
-logged (throttled) and dropped; the node keeps publishing.
+for a frame). A frame is published as soon as it exists, before the memory is updated from it.
+``cmd_vel`` and ``camera_pose`` are taken by a helper node, ``<name>_inputs`` in the same
+namespace, spun by a single-threaded executor of its own: the multi-threaded executor of the
+services spent a quarter of the process's CPU on its Python wait loop at 30 poses/s. Remap those
+topics globally (``-r camera_pose:=...``), not with a ``world_sim:`` node prefix. Camera streams
+are reliable by default (``sim.reliable_images``). Bad input is logged (throttled) and dropped;
+the node keeps publishing.
 """
 
 from __future__ import annotations

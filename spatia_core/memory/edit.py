@@ -50,6 +50,7 @@ import torch
 
 from ..errors import InputError
 from ..geometry import Intrinsics, validate_pose
+from ..render import as_rgb_float
 from .spatial_memory import FuseResult, SpatialMemory
 from .voxel_hash import pack_coords, unpack_keys
 
@@ -93,7 +94,7 @@ def _points(memory: SpatialMemory, xyz, rgb) -> tuple[torch.Tensor, torch.Tensor
     xyz = xyz.float()
     if not torch.isfinite(xyz).all():
         raise InputError("points contain NaN or inf")
-    rgb = rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
+    rgb = as_rgb_float(rgb)
     if not torch.isfinite(rgb).all() or rgb.min() < 0 or rgb.max() > 1:
         raise InputError("float colours must be finite and in [0, 1] (or pass uint8)")
     return xyz, rgb

@@ -23,7 +23,7 @@ import torch
 
 from ..errors import InputError
 from ..geometry import Intrinsics, validate_pose
-from ..render import BlockIndex
+from ..render import BlockIndex, as_rgb_float
 from .voxel_hash import VoxelHash, pack_coords, unpack_keys
 
 
@@ -48,10 +48,6 @@ class FuseResult:
     voxels_touched: int
     voxels_new: int
     voxels_evicted: int
-
-
-def _as_rgb_float(rgb: torch.Tensor) -> torch.Tensor:
-    return rgb.float() / 255.0 if rgb.dtype == torch.uint8 else rgb.float()
 
 
 def backproject(depth: torch.Tensor, intrinsics: Intrinsics, pose: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -209,7 +205,7 @@ class SpatialMemory:
             self._last_seen[seen] = frame
         if xyz.shape[0] == 0:
             return FuseResult(0, 0, 0, 0)
-        rgb = _as_rgb_float(rgb)
+        rgb = as_rgb_float(rgb)
         weight = torch.ones(xyz.shape[0], device=self.device) if counts is None else torch.as_tensor(counts, device=self.device).float().reshape(-1)
         uniq, inv = torch.unique(keys, return_inverse=True)
         m = uniq.numel()
