@@ -8,7 +8,7 @@
       vae/              diffusers AutoencoderKLWan
       text_encoder/     transformers UMT5EncoderModel
       tokenizer/        umT5 tokenizer
-      scheduler/        UniPCMultistepScheduler (flow prediction, flow sigmas, shift 5)
+      scheduler/        SpatiaFlowUniPCScheduler (the release's FlowUniPC: flow sigmas from 0.999, shift 5)
       lora/             optional peft adapter (adapter_config.json + adapter_model.safetensors)
 
 Writing is atomic: everything goes to a hidden sibling folder that is renamed into place at the
@@ -59,10 +59,10 @@ DEFAULT_METADATA: dict[str, Any] = {
 
 
 def default_scheduler():
-    """UniPC in flow-matching mode with sigma shift 5 (the release's sampler settings)."""
-    from diffusers import UniPCMultistepScheduler
+    """The release's sampler: Wan's FlowUniPC (UniPC bh2 on flow sigmas from 0.999, shift 5)."""
+    from .scheduler import release_scheduler
 
-    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
+    return release_scheduler(5.0)
 
 
 def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -276,9 +276,9 @@ def _load_component(name: str, folder: Path, loaded: dict[str, Any], device: str
 
         return AutoTokenizer.from_pretrained(folder)
     if name == "scheduler":
-        from diffusers import UniPCMultistepScheduler
+        from .scheduler import SpatiaFlowUniPCScheduler
 
-        return UniPCMultistepScheduler.from_pretrained(folder)
+        return SpatiaFlowUniPCScheduler.from_pretrained(folder)
     if name == "lora":
         _load_lora(loaded["transformer"], folder)
         return True

@@ -94,11 +94,10 @@ def tiny_transformer(seed: int = 0, z_dim: int = TINY_Z_DIM, text_dim: int = TIN
 
 
 def tiny_scheduler(shift: float = 5.0):
-    """The release's sampler: UniPC on flow-matching sigmas with ``shift``."""
-    from diffusers import UniPCMultistepScheduler
+    """The release's sampler (Wan's FlowUniPC) with ``shift``."""
+    from .scheduler import release_scheduler
 
-    return UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=shift,
-                                   num_train_timesteps=1000)
+    return release_scheduler(shift)
 
 
 def tiny_components(seed: int = 0, z_dim: int = TINY_Z_DIM, text_dim: int = TINY_TEXT_DIM, **transformer_overrides) -> dict:
