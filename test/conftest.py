@@ -1,10 +1,16 @@
-"""Shared fixtures: the real data folder (skips when absent) and small cameras."""
+"""Shared fixtures: the real data folder (skips when absent) and small cameras.
 
+``test/`` is on ``sys.path`` so tests can import its helper modules (``release_oracle``).
+"""
+
+import sys
 from pathlib import Path
 
 import pytest
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if str(Path(__file__).resolve().parent) not in sys.path:
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 
 @pytest.fixture

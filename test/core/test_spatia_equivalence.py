@@ -13,9 +13,11 @@ weights; its state dict is converted with our converter and loaded into
    release), so the reference side is assembled here from DiffSynth's own building blocks (its
    patch embedding, float64 sinusoid, time MLPs, rotary tables, DiT blocks, VACE blocks, head),
    following the method description: reference latents prepended on the time axis at t=0, rotary
-   temporal positions -K..-1 (conjugates of DiffSynth's table entries K..1), rows h..2h-1,
-   control tokens zero at the reference positions (DiffSynth's zero-padding convention) and hints
-   added to the history/target tokens only. With K=0 this assembly is first checked against
+   temporal positions -K..-1 (conjugates of DiffSynth's table entries K..1), rows h..2h-1, the
+   control branch run on the clip tokens only (the release's ``model_fn_wan_video`` slices the
+   reference tokens off its input, time modulation and rotary table) and hints added to the
+   history/target tokens only. The release's own forward is checked in
+   ``test_spatia_release_dit.py``. With K=0 this assembly is first checked against
    ``model_fn_wan_video`` itself.
 3. The same after merging a random LoRA given in the release's naming (``pipe.dit.`` keys),
    merged in DiffSynth with its ``GeneralLoRALoader`` and in ours through peft.
@@ -138,16 +140,16 @@ def _assembled(mods, dit, vace, latents, t, context, control, reference, scale):
             ], dim=-1).reshape(k * h * w, 1, -1))
         freqs = torch.cat(parts, dim=0)
         n_ref = k * h * w
+        # The control branch sees the clip tokens only (the release slices the references off).
         c = vace.vace_patch_embedding(control).flatten(2).transpose(1, 2)
-        c = torch.cat([c.new_zeros(1, n_ref, c.shape[2]), c], dim=1)
         for block in vace.vace_blocks:
-            c = block(c, x, ctx, t_mod, freqs)
+            c = block(c, x[:, n_ref:], ctx, t_mod[:, n_ref:], freqs[n_ref:])
         hints = torch.unbind(c)[:-1]
         for i, block in enumerate(dit.blocks):
             x = block(x, ctx, t_mod, freqs)
             if i in vace.vace_layers_mapping:
                 hint = hints[vace.vace_layers_mapping[i]]
-                x = torch.cat([x[:, :n_ref], x[:, n_ref:] + hint[:, n_ref:] * scale], dim=1)
+                x = torch.cat([x[:, :n_ref], x[:, n_ref:] + hint * scale], dim=1)
         x = dit.head(x, temb)[:, n_ref:]
         return dit.unpatchify(x, (f - k, h, w))
 

@@ -14,10 +14,10 @@ extensions):
   prepended on the time axis with ``t = 0``, rotary temporal positions ``-K .. -1`` and rotary
   row positions ``h .. 2h-1`` (``h`` = patch rows), and are removed from the output;
 * the control branch (8 VACE blocks at main blocks 0, 4, ..., 28) reads 96 channels (scene
-  projection latent ⊕ visibility mask latent) for the same ``F`` frames; its token sequence is
-  zero at the reference positions (as DiffSynth zero-pads control tokens it lacks), it attends
-  over the whole sequence like the main stream, and its hints are added, times
-  ``control_scale``, to the history/target tokens only.
+  projection latent ⊕ mask latent) for the same ``F`` frames; as in the release
+  (``wan/wan_video_new.py`` ``model_fn_wan_video``) it runs on the clip tokens only (the
+  reference tokens are sliced off its input, time modulation and rotary positions), and its
+  hints are added, times ``control_scale``, to the history/target tokens only.
 
 Token layout: ``[reference frames (K) | history + target frames (F)]``, frame-major, then rows,
 then columns, as in Wan.
@@ -398,11 +398,14 @@ class SpatiaTransformer3DModel(WanVACETransformer3DModel):
 
         hints: dict[int, tuple[torch.Tensor, Any]] = {}
         if use_control:
+            # The control branch sees the clip tokens only (the release slices the reference
+            # tokens off its input, time modulation and rotary table).
+            n = num_ref_tokens
             c = self.vace_patch_embedding(control_hidden_states.to(x.dtype)).flatten(2).transpose(1, 2)
-            if num_ref_tokens:
-                c = torch.cat([c.new_zeros(batch, num_ref_tokens, c.shape[2]), c], dim=1)
+            clip_x, clip_tproj = x[:, n:], tproj[:, n:]
+            clip_rotary = (rotary[0][:, n:], rotary[1][:, n:])
             for layer, block, scale in zip(cfg.vace_layers, self.vace_blocks, scales):
-                hint, c = run(block, x, context, c, tproj, rotary)
+                hint, c = run(block, clip_x, context, c, clip_tproj, clip_rotary)
                 hints[layer] = (hint, scale)
 
         # 5. Main blocks; hints go to the history/target tokens only.
@@ -411,7 +414,7 @@ class SpatiaTransformer3DModel(WanVACETransformer3DModel):
             if i in hints:
                 hint, scale = hints[i]
                 if num_ref_tokens:
-                    x = torch.cat([x[:, :num_ref_tokens], x[:, num_ref_tokens:] + hint[:, num_ref_tokens:] * scale], 1)
+                    x = torch.cat([x[:, :num_ref_tokens], x[:, num_ref_tokens:] + hint * scale], 1)
                 else:
                     x = x + hint * scale
 
