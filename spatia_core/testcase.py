@@ -141,9 +141,19 @@ def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
     return arr != 0
 
 
+#: Our optional depth files beside ``img.jpg``, in the order they are looked for.
+DEPTH_FILES = ("depth.npy", "depth.png")
+
+
+def has_depth(folder) -> bool:
+    """Whether the test case in ``folder`` has our optional depth file (else its first image
+    needs a single-image depth source)."""
+    return any((Path(folder) / name).is_file() for name in DEPTH_FILES)
+
+
 def _read_depth(folder: Path, shape: tuple[int, int]) -> np.ndarray | None:
     """Our optional ``depth.npy`` (float metres) or ``depth.png`` (16-bit millimetres)."""
-    for name in ("depth.npy", "depth.png"):
+    for name in DEPTH_FILES:
         if (folder / name).is_file():
             depth = read_depth(folder / name, 1000.0)
             if depth.shape != shape:

@@ -14,25 +14,35 @@ from __future__ import annotations
 
 from .base import DepthSource, PoseCorrection, PoseRefiner, RenderedDepth
 
-DEPTH_SOURCES = ("rendered", "multiview", "mono", "mapanything")
+DEPTH_SOURCES = ("auto", "rendered", "multiview", "mono", "mapanything")
 POSE_REFINERS = ("none", "rgbd_odometry", "icp")
 
 
-def make_depth_source(update, device="cpu") -> DepthSource:
-    """The depth source named by ``update.depth`` (an :class:`~spatia_core.config.UpdateConfig`)."""
+def resolve_depth_source(name: str, world_has_depth: bool = True) -> str:
+    """The concrete depth source of ``update.depth``: ``auto`` is ``mono`` for a world whose
+    images come without depth (a test case without a depth file), else ``rendered``."""
+    if name == "auto":
+        return "rendered" if world_has_depth else "mono"
+    return name
+
+
+def make_depth_source(update, device="cpu", world_has_depth: bool = True) -> DepthSource:
+    """The depth source named by ``update.depth`` (an :class:`~spatia_core.config.UpdateConfig`;
+    ``auto`` as :func:`resolve_depth_source` says)."""
     from ..errors import InputError
 
-    if update.depth == "rendered":
+    name = resolve_depth_source(update.depth, world_has_depth)
+    if name == "rendered":
         return RenderedDepth()
-    if update.depth == "multiview":
+    if name == "multiview":
         from .multiview import MultiViewDepth
 
         return MultiViewDepth(device=device)
-    if update.depth == "mono":
+    if name == "mono":
         from .mono import MonoDepth
 
         return MonoDepth(update.depth_checkpoint, device=device)
-    if update.depth == "mapanything":
+    if name == "mapanything":
         from .mapanything import MapAnythingDepth
 
         return MapAnythingDepth(update.depth_checkpoint, device=device)
@@ -53,4 +63,4 @@ def make_pose_refiner(update, device="cpu") -> PoseRefiner | None:
 
 
 __all__ = ["DEPTH_SOURCES", "POSE_REFINERS", "DepthSource", "PoseCorrection", "PoseRefiner", "RenderedDepth",
-           "make_depth_source", "make_pose_refiner"]
+           "make_depth_source", "make_pose_refiner", "resolve_depth_source"]

@@ -1,7 +1,10 @@
 """Monocular depth through transformers (Depth Anything / DPT family), aligned to the memory.
 
-The model and its image processor are loaded from a local folder (``update.depth_checkpoint``,
-as written by ``save_pretrained``); nothing is downloaded. A model predicts either
+The model and its image processor come from ``update.depth_checkpoint``: a local folder (as
+written by ``save_pretrained``) or a Hugging Face model id (default :data:`DEFAULT_CHECKPOINT`),
+taken from the Hugging Face cache, and downloaded into it on first use where there is a network.
+Offline (``HF_HUB_OFFLINE=1``, or no network) and not cached is one clear error. A model predicts
+either
 
 * relative depth (``depth_estimation_type == "relative"``, Depth Anything's default): an
   affine-invariant *inverse* depth (disparity). It is aligned in inverse-depth space:
@@ -20,18 +23,69 @@ returned (it is authoritative).
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 
+from ..config import UpdateConfig
 from ..errors import BackendUnavailableError, InputError
 from ..geometry import Intrinsics
 
 log = logging.getLogger(__name__)
 
 KINDS = ("auto", "relative", "metric")
+#: The default ``update.depth_checkpoint``: Depth Anything V2 Small (relative depth, Apache-2.0, ~100 MB).
+DEFAULT_CHECKPOINT = UpdateConfig().depth_checkpoint
+_REPO_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def resolve_checkpoint(checkpoint: str) -> Path:
+    """The local folder of a depth model: ``checkpoint`` itself if it is a folder, else the
+    Hugging Face cache's snapshot of the model id ``checkpoint`` (``config.json``, ``*.json`` and
+    ``*.safetensors``), looked up in the cache first and downloaded only if it is not there.
+
+    Raises:
+        BackendUnavailableError: an empty value, a path that is no model folder, or a model id
+            that is not cached and cannot be downloaded (offline); the one-line message says what
+            to do.
+    """
+    if not checkpoint:
+        raise BackendUnavailableError("mono depth needs update.depth_checkpoint: a Hugging Face model id (e.g. "
+                                      f"{DEFAULT_CHECKPOINT}) or a local folder with a transformers "
+                                      "depth-estimation model (config.json, weights, preprocessor_config.json)")
+    folder = Path(checkpoint).expanduser()
+    if folder.exists() or not _REPO_ID.match(checkpoint):
+        if not (folder / "config.json").is_file():
+            raise BackendUnavailableError(f"mono depth checkpoint {folder} is not a transformers model folder "
+                                          "(no config.json); save one with save_pretrained, or give a Hugging Face id")
+        return folder
+    from huggingface_hub import constants, snapshot_download
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
+
+    patterns = ["*.json", "*.safetensors"]
+    try:  # the cache first: no network call at all when the model is there
+        cached = Path(snapshot_download(checkpoint, allow_patterns=patterns, local_files_only=True))
+        if (cached / "config.json").is_file() and any(cached.glob("*.safetensors")):
+            return cached
+    except (LocalEntryNotFoundError, HFValidationError):
+        pass
+    todo = (f"download it once with network access (`hf download {checkpoint}`), "
+            "or set update.depth_checkpoint to a local model folder")
+    if constants.HF_HUB_OFFLINE:
+        raise BackendUnavailableError(f"depth model {checkpoint} (update.depth_checkpoint) is neither a local folder "
+                                      f"nor in the Hugging Face cache, and HF_HUB_OFFLINE is set: {todo}")
+    log.info("mono depth: downloading %s into the Hugging Face cache (once)", checkpoint)
+    try:
+        return Path(snapshot_download(checkpoint, allow_patterns=patterns))
+    except Exception as exc:  # network, missing or gated repo: each is the user's to fix, none a bug here
+        reason = " ".join(str(exc).split())[:200]
+        if isinstance(exc, LocalEntryNotFoundError):  # the hub's way of saying "no connection"
+            reason = "no connection to the Hugging Face Hub"
+        raise BackendUnavailableError(f"cannot download the depth model {checkpoint} (update.depth_checkpoint): "
+                                      f"{reason}; {todo}") from None
 
 
 def fit_scale_shift(pred: np.ndarray, target: np.ndarray, mask: np.ndarray | None = None, iters: int = 10,
@@ -69,7 +123,8 @@ class MonoDepth:
     """Depth source from a transformers depth-estimation model in a local folder.
 
     Args:
-        checkpoint: folder with ``config.json``, weights and ``preprocessor_config.json``.
+        checkpoint: folder with ``config.json``, weights and ``preprocessor_config.json``, or a
+            Hugging Face model id (see :func:`resolve_checkpoint`).
         kind: ``auto`` (from the model config's ``depth_estimation_type``; ``relative`` if
             absent), ``relative`` (inverse depth) or ``metric`` (metres).
         default_median_depth: metres, the scalar hint used for a relative model when neither
@@ -79,18 +134,11 @@ class MonoDepth:
         device: torch device.
     """
 
-    def __init__(self, checkpoint: str, kind: str = "auto", default_median_depth: float = 2.0,
+    def __init__(self, checkpoint: str = DEFAULT_CHECKPOINT, kind: str = "auto", default_median_depth: float = 2.0,
                  min_overlap: int = 200, max_depth: float = 50.0, device="cpu"):
         if kind not in KINDS:
             raise InputError(f"unknown mono depth kind {kind!r}; choose one of {', '.join(KINDS)}")
-        if not checkpoint:
-            raise BackendUnavailableError("mono depth needs update.depth_checkpoint: a local folder with a "
-                                          "transformers depth-estimation model (config.json, weights, "
-                                          "preprocessor_config.json)")
-        folder = Path(checkpoint)
-        if not (folder / "config.json").is_file():
-            raise BackendUnavailableError(f"mono depth checkpoint {folder} is not a transformers model folder "
-                                          "(no config.json); nothing is downloaded, save one with save_pretrained")
+        folder = resolve_checkpoint(checkpoint)
         from transformers import AutoImageProcessor, AutoModelForDepthEstimation
 
         try:
@@ -197,4 +245,4 @@ class MonoDepth:
         return self.align(self.predict(image), hint)
 
 
-__all__ = ["KINDS", "MonoDepth", "fit_scale_shift"]
+__all__ = ["DEFAULT_CHECKPOINT", "KINDS", "MonoDepth", "fit_scale_shift", "resolve_checkpoint"]

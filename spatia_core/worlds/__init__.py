@@ -35,6 +35,7 @@ class WorldInit:
     center: np.ndarray | None = None  # a good orbit centre, if known
     map_from_source: np.ndarray = field(default_factory=lambda: np.eye(4))  # applied to source poses
     prompts: list[str] = field(default_factory=list)  # test-case prompts
+    camera: Intrinsics | None = None  # the camera the world defines (its images'), if any: the default output camera
 
 
 def resolve_source(cfg: WorldConfig) -> str:
@@ -55,6 +56,20 @@ def resolve_source(cfg: WorldConfig) -> str:
     if path.is_file():
         return "image_depth"
     raise FileFormatError(f"world path does not exist: {path}")
+
+
+def world_has_depth(cfg: WorldConfig) -> bool:
+    """Whether the world's images come with depth: False only for a test case without
+    ``depth.npy``/``depth.png`` (its first image needs a single-image depth source). A path that
+    cannot be resolved counts as True; :func:`load_world` reports it."""
+    try:
+        if resolve_source(cfg) != "testcase" or not Path(cfg.path).is_dir():
+            return True
+    except (InputError, FileFormatError):
+        return True
+    from ..testcase import has_depth
+
+    return has_depth(cfg.path)
 
 
 def upright_transform(pose: np.ndarray) -> np.ndarray:
@@ -90,7 +105,10 @@ def load_world(cfg: WorldConfig, memory: SpatialMemory, camera: Intrinsics | Non
 
     ``camera`` is the output camera, used for image worlds without intrinsics. ``depth_source``
     (a single-image depth source with ``estimate_single(image, intrinsics)``: ``update.depth``
-    mono or mapanything) gives a test case without a depth file its depth.
+    mono or mapanything) gives a test case without a depth file its depth. ``WorldInit.camera``
+    is the camera of the world's images (a test case's intrinsics at its image size, an RGB-D
+    folder's first frame, an image world's ``intrinsics``); None for builtin, ply and an image
+    world without intrinsics.
     """
     source = resolve_source(cfg)
     if source == "builtin":
@@ -115,7 +133,7 @@ def load_world(cfg: WorldConfig, memory: SpatialMemory, camera: Intrinsics | Non
         frames = _transform_frames(frames, tf)
         memory.clear()
         _fuse(memory, frames)
-        return WorldInit(source, frames[0].pose, frames=frames, map_from_source=tf)
+        return WorldInit(source, frames[0].pose, frames=frames, map_from_source=tf, camera=frames[0].intrinsics)
     if source == "image_depth":
         if not cfg.depth_path:
             raise InputError("an image world needs world.depth_path (a depth map for the image)")
@@ -134,7 +152,7 @@ def load_world(cfg: WorldConfig, memory: SpatialMemory, camera: Intrinsics | Non
         frames = [RGBDFrame(rgb, depth, pose, k, Path(cfg.path).stem)]
         memory.clear()
         _fuse(memory, frames)
-        return WorldInit(source, pose, frames=frames)
+        return WorldInit(source, pose, frames=frames, camera=k if cfg.intrinsics else None)
     # testcase
     from ..testcase import read_testcase
 
@@ -144,8 +162,8 @@ def load_world(cfg: WorldConfig, memory: SpatialMemory, camera: Intrinsics | Non
         estimate_single = getattr(depth_source, "estimate_single", None)
         if estimate_single is None:
             raise BackendUnavailableError(
-                f"test case {cfg.path} has no depth.png/depth.npy; set update.depth to mono or mapanything "
-                "(with update.depth_checkpoint) to estimate the first image's depth"
+                f"test case {cfg.path} has no depth.png/depth.npy and no single-image depth source was given; "
+                "set update.depth to auto, mono or mapanything (with update.depth_checkpoint)"
             )
         depth = np.asarray(estimate_single(case.image, case.intrinsics), dtype=np.float32)
         if depth.shape != case.image.shape[:2]:
@@ -154,7 +172,9 @@ def load_world(cfg: WorldConfig, memory: SpatialMemory, camera: Intrinsics | Non
     frame = RGBDFrame(case.image, depth, tf @ case.poses[0], case.intrinsics, "img")
     memory.clear()
     _fuse(memory, [frame], masks=[case.mask] if case.mask is not None else None)
-    return WorldInit(source, frame.pose, frames=[frame], map_from_source=tf, prompts=list(case.prompts))
+    return WorldInit(source, frame.pose, frames=[frame], map_from_source=tf, prompts=list(case.prompts),
+                     camera=case.intrinsics)
 
 
-__all__ = ["SOURCES", "RGBDFrame", "WorldInit", "load_world", "read_rgbd_folder", "resolve_source", "upright_transform"]
+__all__ = ["SOURCES", "RGBDFrame", "WorldInit", "load_world", "read_rgbd_folder", "resolve_source", "upright_transform",
+           "world_has_depth"]
