@@ -55,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=None, help="seed of the built-in world")
     g.add_argument("--trajectory", default="loop",
                    help="orbit, forward_back, loop, look_around, a test-case folder, an RE10K .txt or a poses file")
-    g.add_argument("--frames", type=int, default=48, help="frames of a generated trajectory")
+    g.add_argument("--frames", type=int, default=None,
+                   help="frames of a generated trajectory (default 48); of a file or test case: the first N poses")
     g.add_argument("--out", required=True, help="output folder")
     g.add_argument("--config", default="", help="YAML config file (same schema as the ROS node)")
     g.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. memory.voxel_size=0.02")
@@ -119,8 +120,11 @@ def _config(args) -> SpatiaConfig:
     return cfg.with_overrides(args.set) if args.set else cfg
 
 
-def _trajectory(spec: str, world, frames: int, world_path: str):
-    """Camera-to-world poses in the map frame and the prompts that come with them."""
+def _trajectory(spec: str, world, frames: int | None, world_path: str):
+    """Camera-to-world poses in the map frame and the prompts that come with them.
+
+    ``frames``: the length of a generated trajectory (default 48); a file's or test case's poses
+    are cut to their first ``frames`` (all by default, like the release's ``--max_frames``)."""
     from . import testcase as tc
     from . import trajectories as tr
     from .worlds import resolve_source
@@ -132,41 +136,56 @@ def _trajectory(spec: str, world, frames: int, world_path: str):
         same = world_path and Path(world_path).resolve() == path.resolve() and resolve_source(
             WorldConfig(source="auto", path=world_path)) == "testcase"
         poses = world.init.map_from_source @ case.poses if same else tr.anchor(case.poses, world.init.start_pose)
-        return poses, list(case.prompts)
-    return tr.load_trajectory(spec, world.init.start_pose, frames), []
+        return poses[:frames], list(case.prompts)
+    return tr.load_trajectory(spec, world.init.start_pose, 48 if frames is None else frames)[:frames], []
 
 
 def cmd_generate(args) -> int:
-    from tqdm import tqdm
-
-    from .memory import save_ply
-    from .trajectories import write_poses
-    from .video import VideoWriter
+    from .outputs import staged_folder
     from .world import SpatiaWorld
 
     cfg = _config(args)
     out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     world = SpatiaWorld(cfg)
     init = world.reset()
     poses, prompts = _trajectory(args.trajectory, world, args.frames, cfg.world.path)
     if args.prompt is not None or not prompts:
         prompts = [cfg.generator.prompt]
-    videos = {"generated": VideoWriter(out / "generated.mp4", args.fps), "scene": VideoWriter(out / "scene_projection.mp4", args.fps)}
+    with staged_folder(out) as staging:  # nothing appears under --out unless the run succeeds
+        stats = _generate_into(staging, world, init, poses, prompts, cfg, args.fps, not args.no_progress, t_start)
+    print(f"wrote {out}/generated.mp4, scene_projection.mp4, memory.ply ({stats.voxels} voxels), poses_c2w.txt, summary.json")
+    return 0
+
+
+def _generate_into(out: Path, world, init, poses, prompts, cfg, fps: float, progress: bool, t_start: float):
+    """Run ``world`` along ``poses`` and write the videos, map, poses and summary into ``out``."""
+    from tqdm import tqdm
+
+    from .memory import save_ply
+    from .trajectories import write_poses
+    from .video import VideoWriter
+
+    # Release layout: generated.mp4 is the release's output, all rounds' latents decoded at once
+    # (the start image first); otherwise the clips' frames as they come.
+    release = world.layout == "release"
+    videos = {"generated": VideoWriter(out / "generated.mp4", fps), "scene": VideoWriter(out / "scene_projection.mp4", fps)}
     clips = []
     try:
-        with tqdm(total=len(poses), unit="frame", desc="generating", disable=args.no_progress) as bar:
+        with tqdm(total=len(poses), unit="frame", desc="generating", disable=not progress) as bar:
             for clip in world.run(poses, prompts=prompts):
-                videos["generated"].append(clip.frames)
+                if not release:
+                    videos["generated"].append(clip.frames)
                 videos["scene"].append(clip.scene_rgb)
                 clips.append({
                     "frames": len(clip.frames),
                     "coverage": float(clip.visibility.mean()),
-                    "references": [{"frame_id": r.frame_id, "iou": round(r.score, 4)} for r in clip.references],
+                    "references": [{"frame_id": r.frame_id, "score": round(r.score, 4)} for r in clip.references],
                     "timings_s": {k: round(v, 4) for k, v in clip.timings.items()},
                 })
                 bar.update(len(clip.frames))
+        if release:
+            videos["generated"].append(world.final_video())
         for v in videos.values():
             v.close()
     except BaseException:
@@ -179,6 +198,8 @@ def cmd_generate(args) -> int:
     summary = {
         "world": init.source,
         "backend": world.generator.name,
+        "layout": world.layout,
+        "retrieval": world.retrieval_method,
         "frames": len(poses),
         "intrinsics": [world.intrinsics.fx, world.intrinsics.fy, world.intrinsics.cx, world.intrinsics.cy],
         "resolution": [world.intrinsics.width, world.intrinsics.height],
@@ -188,8 +209,7 @@ def cmd_generate(args) -> int:
         "config": cfg.to_dict(),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    print(f"wrote {out}/generated.mp4, scene_projection.mp4, memory.ply ({stats.voxels} voxels), poses_c2w.txt, summary.json")
-    return 0
+    return stats
 
 
 #: Real sequences for the held-out protocol: folder name -> intrinsics when the folder has none.

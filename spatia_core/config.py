@@ -30,10 +30,14 @@ class WorldConfig:
 
 @dataclass
 class CameraConfig:
-    width: int = 640  # output image width, px
-    height: int = 480  # output image height, px
-    fov_deg: float = 70.0  # horizontal field of view, used when intrinsics is empty
-    intrinsics: list = field(default_factory=list)  # [fx, fy, cx, cy] px at width x height; overrides fov_deg
+    """The output camera. Left at 0 / empty, it is the world's camera (a test case's, an RGB-D
+    folder's, an image's given intrinsics), else 640x480 at 70 degrees; set width/height alone to
+    rescale the world's camera."""
+
+    width: int = 0  # output image width, px; 0 = the world's (else 640)
+    height: int = 0  # output image height, px; 0 = the world's (else 480)
+    fov_deg: float = 0.0  # horizontal field of view when intrinsics is empty; 0 = the world's camera (else 70)
+    intrinsics: list = field(default_factory=list)  # [fx, fy, cx, cy] px at width x height; overrides fov_deg, the world's
 
 
 @dataclass
@@ -61,29 +65,34 @@ class RetrievalConfig:
     epsilon: float = 0.1  # minimum 3D IoU for a reference
     voxel_size: float = 0.1  # voxel edge for the view voxel sets, metres
     max_frames: int = 5000  # frame bank size bound (oldest dropped first, the first frame kept)
+    method: str = "auto"  # release (z-buffered shared points, Hungarian, as the release) | iou (Algorithm 1) | auto (release for the spatia backend's release layout, else iou)
+    history_stride: int = 4  # release method: every n-th past frame is a candidate (24 fps / 6 fps)
+    target_stride: int = 12  # release method: every n-th pose of the round is a target view (24 fps / 2 fps)
 
 
 @dataclass
 class GeneratorConfig:
     backend: str = "projection"  # projection (no weights) | spatia (diffusion)
-    clip_frames: int = 16  # frames generated per clip
-    history_frames: int = 9  # preceding frames that condition a clip
+    layout: str = "release"  # spatia backend: release (rounds of 121, then 81 frames holding the last 9, as inference.py) | stream (clip_frames per clip, for the real-time loop)
+    clip_frames: int = 16  # frames generated per clip (stream layout, projection backend)
+    history_frames: int = 9  # preceding frames that condition a clip (release: 9, must be 1 + 4k)
     prompt: str = ""  # text prompt
-    seed: int = 0  # random seed of stochastic backends
+    seed: int = 20917  # random seed of stochastic backends (the release's; release layout: the same every round)
     checkpoint: str = ""  # weights directory of the diffusion backend
     steps: int = 40  # diffusion sampling steps (official default)
     guidance_scale: float = 3.5  # classifier-free guidance scale (1 disables the unconditional pass)
     shift: float = 5.0  # flow-matching sigma shift of the sampler
     control_scale: float = 1.0  # scale of the scene-projection control hints
-    negative_prompt: str = ""  # text the unconditional branch of guidance is pushed away from
+    negative_prompt: str = "release"  # text the unconditional branch is pushed away from ("release": the release's, "": none)
+    prompt_suffix: str = "release"  # appended to every prompt ("release": " 4K, realistic, high quality, HDR.", "": none)
     dtype: str = "auto"  # auto (bfloat16 on CUDA, float32 on CPU) | float32 | bfloat16 | float16
     offload: str = "none"  # none | model (one sub-model on the GPU at a time) | sequential (layer by layer)
 
 
 @dataclass
 class UpdateConfig:
-    depth: str = "rendered"  # depth of new content: rendered (memory only) | multiview | mono | mapanything
-    depth_checkpoint: str = ""  # local model directory of the mono / mapanything depth source
+    depth: str = "auto"  # depth of new content: auto (mono if the world lacks depth) | rendered | multiview | mono | mapanything
+    depth_checkpoint: str = "depth-anything/Depth-Anything-V2-Small-hf"  # mono: Hugging Face id or folder; mapanything: folder
     pose_refine: str = "none"  # none | rgbd_odometry | icp: align generated frames to the memory before fusing
     max_correction_m: float = 0.10  # pose corrections beyond these bounds are refused (frame fused unrefined)
     max_correction_deg: float = 5.0
@@ -200,13 +209,17 @@ class SpatiaConfig:
             (self.memory.voxel_size > 0, "memory.voxel_size must be > 0"),
             (self.memory.max_voxels > 0, "memory.max_voxels must be > 0"),
             (0 <= self.memory.min_depth < self.memory.max_depth, "memory.min_depth must be < memory.max_depth"),
-            (self.camera.width > 0 and self.camera.height > 0, "camera.width/height must be > 0"),
-            (0 < self.camera.fov_deg < 180, "camera.fov_deg must be in (0, 180)"),
+            (self.camera.width >= 0 and self.camera.height >= 0, "camera.width/height must be > 0 (0: the world's)"),
+            (0 <= self.camera.fov_deg < 180, "camera.fov_deg must be in (0, 180) (0: the world's)"),
             (len(self.camera.intrinsics) in (0, 4), "camera.intrinsics must be [fx, fy, cx, cy] or empty"),
             (len(self.world.intrinsics) in (0, 4), "world.intrinsics must be [fx, fy, cx, cy] or empty"),
             (self.retrieval.k >= 0, "retrieval.k must be >= 0"),
             (self.retrieval.voxel_size > 0, "retrieval.voxel_size must be > 0"),
             (self.generator.clip_frames > 0, "generator.clip_frames must be > 0"),
+            (self.generator.layout in ("release", "stream"), "generator.layout must be release or stream"),
+            (self.retrieval.method in ("auto", "release", "iou"), "retrieval.method must be auto, release or iou"),
+            (self.retrieval.history_stride >= 1 and self.retrieval.target_stride >= 1,
+             "retrieval.history_stride/target_stride must be >= 1"),
             (self.generator.history_frames >= 0, "generator.history_frames must be >= 0"),
             (self.generator.steps >= 1, "generator.steps must be >= 1"),
             (self.generator.dtype in ("auto", "float32", "bfloat16", "float16"),

@@ -29,7 +29,7 @@ from .memory.voxel_hash import VoxelHash, voxel_keys
 
 @dataclass
 class BankFrame:
-    """A past frame: the image (JPEG-encoded to bound memory), its pose and camera."""
+    """A past frame: the image (JPEG- or, lossless, PNG-encoded to bound memory), its pose and camera."""
 
     frame_id: int
     pose: np.ndarray  # float64 (4, 4) camera-to-world
@@ -59,8 +59,10 @@ class FrameBank:
     anchor view) are dropped, 10 % at a time.
     """
 
-    def __init__(self, voxel_size: float = 0.1, max_frames: int = 5000, jpeg_quality: int = 95, pixel_stride: int = 4):
+    def __init__(self, voxel_size: float = 0.1, max_frames: int = 5000, jpeg_quality: int = 95, pixel_stride: int = 4,
+                 lossless: bool = False):
         self.voxel_size = float(voxel_size)
+        self.lossless = bool(lossless)  # PNG instead of JPEG: references are the frames, bit for bit
         self.max_frames = int(max_frames)
         self.jpeg_quality = int(jpeg_quality)
         self.pixel_stride = int(pixel_stride)
@@ -94,10 +96,13 @@ class FrameBank:
     # -- bank ------------------------------------------------------------------------------
     def add(self, image: np.ndarray, pose: np.ndarray, intrinsics: Intrinsics, voxel_ids: np.ndarray) -> int:
         """Store a frame (uint8 (H, W, 3) RGB) with its view voxel ids; returns its frame id."""
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
+        bgr = cv2.cvtColor(np.ascontiguousarray(image), cv2.COLOR_RGB2BGR)
+        if self.lossless:
+            ok, buf = cv2.imencode(".png", bgr, [cv2.IMWRITE_PNG_COMPRESSION, 1])
+        else:
+            ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, self.jpeg_quality])
         if not ok:
-            raise RuntimeError("JPEG encoding failed")
+            raise RuntimeError("image encoding failed")
         frame = BankFrame(self._next_id, np.asarray(pose, dtype=np.float64).copy(), intrinsics, buf.tobytes())
         self._next_id += 1
         self.frames.append(frame)

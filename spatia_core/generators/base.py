@@ -32,6 +32,11 @@ class GenerationRequest:
     references: list[ConditionFrame] = field(default_factory=list)  # retrieved reference frames
     prompt: str = ""
     seed: int = 0
+    round_index: int = 0  # clips generated before this one in the world (0 = the first round)
+    # Scene projection at the history frames' poses, for backends whose clip starts with the
+    # history (``wants_history_projection``); None otherwise.
+    history_scene_rgb: np.ndarray | None = None  # uint8 (h, H, W, 3)
+    history_visibility: np.ndarray | None = None  # bool (h, H, W)
 
 
 @dataclass
@@ -40,6 +45,9 @@ class GenerationResult:
 
     frames: np.ndarray  # uint8 (T, H, W, 3)
     depth: np.ndarray | None = None  # float32 (T, H, W) metres the backend knows, 0 = unknown
+    # The backend's latents of this clip's contribution to the final video (the release decodes
+    # all rounds' latents at once at the end); None for backends without latents.
+    latents: object | None = None
 
 
 class Generator(Protocol):

@@ -51,8 +51,8 @@ class ClipSpec:
 
     num_history: int = 9
     """Preceding frames (paper: 9, i.e. 3 latent frames)."""
-    num_target: int = 81
-    """Frames to generate (``4k + 1`` for the Wan VAE)."""
+    num_target: int = 72
+    """Frames to generate; history + target = 81 = ``4k + 1``, the release's later rounds."""
     num_references: int = 7
     """Reference frames (K; each is encoded alone)."""
     width: int = 1248

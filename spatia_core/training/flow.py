@@ -1,8 +1,8 @@
 """Flow matching (rectified flow, as Wan trains): noise levels, noisy inputs, targets and the loss.
 
-Conventions (they match the sampler of :mod:`spatia_core.generators.spatia.pipeline`, diffusers'
-``UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5)``,
-whose timesteps are ``1000 * sigma``):
+Conventions (they match the sampler of :mod:`spatia_core.generators.spatia.pipeline`, the
+release's FlowUniPC (:mod:`spatia_core.generators.spatia.scheduler`), whose timesteps are
+``1000 * sigma``):
 
 * a clean latent ``x0`` and Gaussian noise ``eps`` mix as ``x_t = (1 - sigma) * x0 + sigma * eps``;
 * the model predicts the velocity ``v = eps - x0`` and is given ``timestep = 1000 * sigma``;

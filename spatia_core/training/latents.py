@@ -3,11 +3,12 @@
 The encoders are :class:`~spatia_core.generators.spatia.pipeline.SpatiaPipeline`'s own
 (``encode_prompt``, ``encode_video``, ``encode_images``), so training inputs match inference:
 
-* target frames, padded to ``1 + 4k`` at the end -> normalised latents (C, Ft, h, w);
-* history frames, padded to ``1 + 4k`` at the start -> (C, Fh, h, w);
-* control = [scene projection latent ⊕ visibility-mask latent] of the target frames, preceded on
-  the time axis by [history latent ⊕ latent of an all-visible mask] for the history frames (the
-  sampler's convention) -> (2C, Fh + Ft, h, w);
+* the clip (history frames, then target frames, padded to ``1 + 4k`` at the end) encoded as one
+  video, as the sampler's rounds are laid out: its first ``Fh = (Th - 1) / 4 + 1`` latents are the
+  history (C, Fh, h, w) and the rest the targets (C, Ft, h, w); ``Th`` must be 0 or ``1 + 4k``;
+* control = [scene projection latent ⊕ mask latent] of the whole clip, the projection rendered at
+  the history and the target poses and the mask ``255 - render score`` read in [0, 1]
+  (:meth:`SpatiaPipeline.encode_control`, the release's convention) -> (2C, Fh + Ft, h, w);
 * each reference frame alone as a 1-frame latent -> (C, K, h, w);
 * the prompt's text embedding (L, D), zero beyond its tokens.
 
@@ -61,12 +62,10 @@ class ClipEncoder:
 
     def __init__(self, transformer, vae, text_encoder, tokenizer, max_sequence_length: int = 512,
                  device: str | torch.device = "cpu"):
-        from diffusers import UniPCMultistepScheduler
-
+        from ..generators.spatia.checkpoint import default_scheduler
         from ..generators.spatia.pipeline import SpatiaPipeline
 
-        scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
-        self.pipe = SpatiaPipeline(transformer, vae, text_encoder, tokenizer, scheduler)
+        self.pipe = SpatiaPipeline(transformer, vae, text_encoder, tokenizer, default_scheduler())
         self.pipe.vae.to(device)
         self.pipe.text_encoder.to(device)
         self.max_sequence_length = int(max_sequence_length)
@@ -94,18 +93,15 @@ class ClipEncoder:
         h, w = clip.target.shape[1:3]
         self.check_size(w, h)
         pipe, nh = self.pipe, len(clip.history)
-        target = pipe.encode_video(self._pad(clip.target))
-        scene = clip.projection[nh:]
-        vis = clip.visibility[nh:].astype(np.uint8)
-        mask_video = np.repeat(vis[..., None] * 255, 3, axis=-1).astype(np.uint8)
-        control = torch.cat([pipe.encode_video(self._pad(scene)), pipe.encode_video(self._pad(mask_video))], dim=1)
-        if nh:
-            hist_frames = self._pad(clip.history, at_end=False)
-            history = pipe.encode_video(hist_frames)
-            hist_control = torch.cat([history, pipe.encode_video(np.full_like(hist_frames, 255))], dim=1)
-            control = torch.cat([hist_control, control], dim=2)
-        else:
-            history = target[:, :, :0]
+        if nh and (nh - 1) % self.temporal:
+            raise InputError(f"training clips need 0 or 1 + {self.temporal}k history frames, got {nh}")
+        video = np.concatenate([clip.history, clip.target]) if nh else clip.target
+        latents = pipe.encode_video(self._pad(video))
+        fh = (nh - 1) // self.temporal + 1 if nh else 0
+        history, target = latents[:, :, :fh], latents[:, :, fh:]
+        scene = self._pad(clip.projection)
+        score = self._pad(clip.visibility.astype(np.uint8) * 255)
+        control = pipe.encode_control(scene, score)
         if len(clip.references):
             refs = pipe.encode_images(clip.references)
         else:
