@@ -29,7 +29,7 @@ Functions:
   ``set_pipe_units`` of the release's ``inference.py`` (read with :mod:`ast`: that script imports
   Open3D, Triton and MapAnything at top level);
 * :func:`tiny_pair`: tiny random release models and ours with the same weights, through our
-  converters (``convert.py``);
+  converters (``convert/``);
 * :func:`release_pipeline` / :func:`our_pipeline`: the release's ``WanVideoPipeline`` and our
   ``SpatiaPipeline`` on those models, CPU, float32.
 """
@@ -255,7 +255,7 @@ TINY = dict(
 
 @dataclass
 class TinyPair:
-    """Tiny random release models and ours with the same weights (through ``convert.py``).
+    """Tiny random release models and ours with the same weights (through ``convert/``).
 
     ``release``: ``dit`` (``WanModel``), ``vace`` (``VaceWanModel``), ``vae`` (``WanVideoVAE38``),
     ``text_encoder`` (``WanTextEncoder``), ``tokenizer_dir`` (our tiny tokenizer, saved),

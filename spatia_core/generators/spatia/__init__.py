@@ -3,7 +3,7 @@
 * ``transformer.py``: :class:`SpatiaTransformer3DModel` (diffusers' Wan VACE transformer with
   per-frame timesteps, clean history latents and prepended reference latents);
 * ``checkpoint.py``: our checkpoint layout (a local folder, safetensors only);
-* ``convert.py``: the official release files -> our layout (``spatia convert``);
+* ``convert/``: the official release files -> our layout, one module per model (``spatia convert``);
 * ``pipeline.py``: the sampler (:class:`SpatiaPipeline`);
 * ``generator.py``: :class:`SpatiaGenerator`, the world-loop backend.
 """

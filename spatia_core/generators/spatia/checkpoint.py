@@ -3,6 +3,7 @@
 ::
 
     ckpt/
+      model_index.json  diffusers' pipeline index (SpatiaPipeline and its five components)
       spatia.json       our metadata: format version + sampling defaults
       transformer/      SpatiaTransformer3DModel   (config.json + *.safetensors)
       vae/              diffusers AutoencoderKLWan
@@ -11,8 +12,14 @@
       scheduler/        SpatiaFlowUniPCScheduler (the release's FlowUniPC: flow sigmas from 0.999, shift 5)
       lora/             optional peft adapter (adapter_config.json + adapter_model.safetensors)
 
-Writing is atomic: everything goes to a hidden sibling folder that is renamed into place at the
-end, so a crash never leaves a half-written checkpoint and never destroys an existing one.
+A complete set is written by diffusers (:meth:`.pipeline.SpatiaPipeline.save_pretrained`) and reads
+back with ``SpatiaPipeline.from_pretrained(folder)``; a partial set (e.g. a converted transformer
+without a tokenizer) is written component by component, without ``model_index.json``, and reads
+with :func:`load_checkpoint`. Folders written before ``model_index.json`` was added still load.
+
+Writing is atomic: everything goes to a hidden sibling folder that is checked and then renamed
+into place, so a crash or a failed write never leaves a half-written checkpoint and never destroys
+an existing one.
 """
 
 from __future__ import annotations
@@ -30,15 +37,23 @@ __all__ = [
     "COMPONENTS",
     "DEFAULT_METADATA",
     "FORMAT_VERSION",
+    "MODEL_INDEX",
+    "PIPELINE_COMPONENTS",
     "default_scheduler",
     "load_checkpoint",
     "read_metadata",
     "save_checkpoint",
+    "verify_checkpoint",
+    "write_metadata",
 ]
 
 FORMAT_VERSION = 1
 METADATA_FILE = "spatia.json"
-COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler", "lora")
+MODEL_INDEX = "model_index.json"
+#: The components of a :class:`~.pipeline.SpatiaPipeline` (the folders ``model_index.json`` names).
+PIPELINE_COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
+#: Every folder a checkpoint may hold.
+COMPONENTS = PIPELINE_COMPONENTS + ("lora",)
 
 #: Official sampling defaults of the Spatia release.
 DEFAULT_METADATA: dict[str, Any] = {
@@ -72,39 +87,89 @@ def _merge(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _has_adapter(model: Any) -> bool:
-    return bool(getattr(model, "peft_config", None))
+def _component_files(name: str) -> tuple[str, bool]:
+    """(config file name, whether safetensors weights are expected) of a component folder."""
+    from .lora import ADAPTER_CONFIG
+
+    return {
+        "tokenizer": ("tokenizer_config.json", False),
+        "scheduler": ("scheduler_config.json", False),
+        "lora": (ADAPTER_CONFIG, True),
+    }.get(name, ("config.json", True))
 
 
-def _save_transformer(transformer: Any, folder: Path) -> None:
-    """``save_pretrained``; with an unmerged peft adapter, the base weights only."""
-    if not _has_adapter(transformer):
-        transformer.save_pretrained(folder, safe_serialization=True)
-        return
-    from safetensors.torch import save_file
+def write_metadata(folder: Path, metadata: Mapping[str, Any] | None = None,
+                   sampling: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Write ``spatia.json`` into ``folder``; returns its content.
 
-    folder.mkdir(parents=True)
-    transformer.save_config(folder)
-    state = {
-        k.replace(".base_layer.", "."): v.detach().contiguous()
-        for k, v in transformer.state_dict().items()
-        if ".lora_" not in k
-    }
-    save_file(state, str(folder / "diffusion_pytorch_model.safetensors"), metadata={"format": "pt"})
+    The content is :data:`DEFAULT_METADATA`, with ``sampling`` merged into its "sampling" and then
+    ``metadata`` merged over all; ``components`` lists the sub-folders present.
+    """
+    folder = Path(folder)
+    meta = _merge(_merge(DEFAULT_METADATA, {"sampling": dict(sampling or {})}), metadata or {})
+    meta["format_version"] = FORMAT_VERSION
+    meta["components"] = sorted(p.name for p in folder.iterdir() if p.is_dir())
+    (folder / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True, ensure_ascii=False), encoding="utf-8")
+    return meta
 
 
-def _save_lora(model: Any, folder: Path, adapter_name: str = "default") -> None:
-    from peft.utils import get_peft_model_state_dict
-    from safetensors.torch import save_file
+def _save_components(folder: Path, parts: Mapping[str, Any], metadata: Mapping[str, Any] | None) -> None:
+    """A partial set, each component by its own ``save_pretrained`` (what diffusers' pipeline save
+    does per component); a transformer's unmerged peft adapter goes to ``lora/``."""
+    from .lora import base_layers_only, has_lora, save_lora
 
-    if not _has_adapter(model) or adapter_name not in model.peft_config:
-        raise FileFormatError(f"no peft adapter {adapter_name!r} to save")
-    folder.mkdir(parents=True)
-    config = model.peft_config[adapter_name].to_dict()
-    config = {k: (sorted(v) if isinstance(v, set) else v) for k, v in config.items()}
-    (folder / "adapter_config.json").write_text(json.dumps(config, indent=2, default=str))
-    weights = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(model, adapter_name=adapter_name).items()}
-    save_file(weights, str(folder / "adapter_model.safetensors"), metadata={"format": "pt"})
+    folder.mkdir()
+    for name, part in parts.items():
+        if name == "transformer":
+            with base_layers_only(part):
+                part.save_pretrained(folder / name, safe_serialization=True)
+            if has_lora(part):
+                save_lora(part, folder / "lora")
+        elif name in ("tokenizer", "scheduler"):
+            part.save_pretrained(folder / name)
+        else:
+            part.save_pretrained(folder / name, safe_serialization=True)
+    write_metadata(folder, metadata)
+
+
+def verify_checkpoint(path: str | Path) -> list[str]:
+    """Check a written checkpoint folder without loading its weights; returns its components.
+
+    ``spatia.json`` must read; each component folder must hold its config and, for models,
+    safetensors files whose headers read; a ``model_index.json`` must name every component it
+    lists, each present.
+
+    Raises:
+        FileFormatError: the first problem found.
+    """
+    from safetensors import safe_open
+
+    path = Path(path)
+    components = [c for c in read_metadata(path).get("components", []) if c in COMPONENTS]
+    for name in components:
+        config, weights = _component_files(name)
+        if not (path / name / config).is_file():
+            raise FileFormatError(f"checkpoint {path}: {name}/ has no {config}")
+        files = sorted((path / name).glob("*.safetensors"))
+        if weights and not files:
+            raise FileFormatError(f"checkpoint {path}: {name}/ has no safetensors weights")
+        for file in files:
+            try:
+                with safe_open(str(file), framework="pt"):
+                    pass
+            except Exception as exc:  # safetensors raises several error types
+                raise FileFormatError(f"checkpoint {path}: unreadable {file.relative_to(path)}: {exc}") from exc
+    index_file = path / MODEL_INDEX
+    if index_file.is_file():
+        try:
+            index = json.loads(index_file.read_text())
+        except (OSError, ValueError) as exc:
+            raise FileFormatError(f"cannot read {index_file}: {exc}") from exc
+        listed = [k for k, v in index.items() if not k.startswith("_") and isinstance(v, list) and v[0]]
+        absent = sorted(set(listed) - set(components)) + sorted(set(PIPELINE_COMPONENTS) - set(listed))
+        if absent:
+            raise FileFormatError(f"checkpoint {path}: {MODEL_INDEX} and the folder disagree on {', '.join(absent)}")
+    return components
 
 
 def save_checkpoint(
@@ -116,10 +181,14 @@ def save_checkpoint(
     tokenizer: Any = None,
     scheduler: Any = None,
     metadata: Mapping[str, Any] | None = None,
-    lora_from: Any = None,
     overwrite: bool = False,
 ) -> Path:
     """Write a checkpoint folder atomically; returns its path.
+
+    All five components: diffusers writes them with ``model_index.json``
+    (:meth:`.pipeline.SpatiaPipeline.save_pretrained`), so ``SpatiaPipeline.from_pretrained``
+    reads the folder back. Fewer: each is written alone and :func:`load_checkpoint` reads them.
+    Either way the new folder is checked (:func:`verify_checkpoint`) before it replaces ``path``.
 
     Args:
         path: the checkpoint folder to create.
@@ -127,16 +196,15 @@ def save_checkpoint(
             ``None``). A transformer carrying an unmerged peft adapter is written as its base
             weights in ``transformer/`` plus the adapter in ``lora/``.
         metadata: merged over :data:`DEFAULT_METADATA` into ``spatia.json``.
-        lora_from: a model carrying the peft adapter to write to ``lora/`` (default: the
-            transformer, when it has one).
         overwrite: replace an existing checkpoint (it is kept until the new one is in place).
 
     Raises:
-        FileFormatError: ``path`` exists (without ``overwrite``) or is not a folder.
+        FileFormatError: ``path`` exists (without ``overwrite``) or is not a folder, or the
+            written folder fails its check (``path`` is then left as it was).
     """
     path = Path(path)
-    if lora_from is None and transformer is not None and _has_adapter(transformer):
-        lora_from = transformer
+    parts = {name: part for name, part in (("transformer", transformer), ("vae", vae), ("text_encoder", text_encoder),
+                                          ("tokenizer", tokenizer), ("scheduler", scheduler)) if part is not None}
     if path.exists() and not overwrite:
         raise FileFormatError(f"checkpoint folder already exists: {path}")
     if path.exists() and not path.is_dir():
@@ -144,23 +212,14 @@ def save_checkpoint(
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.parent / f".{path.name}.partial-{uuid.uuid4().hex[:8]}"
     try:
-        tmp.mkdir()
-        if transformer is not None:
-            _save_transformer(transformer, tmp / "transformer")
-        if vae is not None:
-            vae.save_pretrained(tmp / "vae", safe_serialization=True)
-        if text_encoder is not None:
-            text_encoder.save_pretrained(tmp / "text_encoder", safe_serialization=True)
-        if tokenizer is not None:
-            tokenizer.save_pretrained(tmp / "tokenizer")
-        if scheduler is not None:
-            scheduler.save_pretrained(tmp / "scheduler")
-        if lora_from is not None:
-            _save_lora(lora_from, tmp / "lora")
-        meta = _merge(DEFAULT_METADATA, metadata or {})
-        meta["format_version"] = FORMAT_VERSION
-        meta["components"] = sorted(p.name for p in tmp.iterdir() if p.is_dir())
-        (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, sort_keys=True))
+        if set(parts) == set(PIPELINE_COMPONENTS):
+            from .pipeline import SamplingDefaults, SpatiaPipeline
+
+            defaults = SamplingDefaults.from_metadata(_merge(DEFAULT_METADATA, metadata or {}))
+            SpatiaPipeline(**parts, defaults=defaults).save_pretrained(tmp, metadata=metadata)
+        else:
+            _save_components(tmp, parts, metadata)
+        verify_checkpoint(tmp)
         if path.exists():
             old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
             os.replace(path, old)
@@ -187,7 +246,7 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
     if not file.is_file():
         raise FileFormatError(f"{path} is not a Spatia checkpoint (no {METADATA_FILE})")
     try:
-        meta = json.loads(file.read_text())
+        meta = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as exc:
         raise FileFormatError(f"cannot read {file}: {exc}") from exc
     if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
@@ -196,21 +255,6 @@ def read_metadata(path: str | Path) -> dict[str, Any]:
             f"(this code reads {FORMAT_VERSION})"
         )
     return meta
-
-
-def _load_lora(transformer: Any, folder: Path) -> None:
-    from peft import LoraConfig
-    from peft.utils import set_peft_model_state_dict
-    from safetensors.torch import load_file
-
-    config = json.loads((folder / "adapter_config.json").read_text())
-    allowed = set(LoraConfig.__dataclass_fields__)
-    lora_config = LoraConfig(**{k: v for k, v in config.items() if k in allowed and k not in ("peft_type", "task_type")})
-    transformer.add_adapter(lora_config, adapter_name="default")
-    result = set_peft_model_state_dict(transformer, load_file(str(folder / "adapter_model.safetensors")))
-    unexpected = getattr(result, "unexpected_keys", None) or []
-    if unexpected:
-        raise FileFormatError(f"{folder}: adapter weights not used: {unexpected[:5]}")
 
 
 def load_checkpoint(
@@ -280,6 +324,8 @@ def _load_component(name: str, folder: Path, loaded: dict[str, Any], device: str
 
         return SpatiaFlowUniPCScheduler.from_pretrained(folder)
     if name == "lora":
-        _load_lora(loaded["transformer"], folder)
+        from .lora import load_lora
+
+        load_lora(loaded["transformer"], folder)
         return True
     raise FileFormatError(f"unknown component {name}")  # pragma: no cover

@@ -105,7 +105,7 @@ class SpatiaGenerator:
             from .pipeline import SpatiaPipeline
 
             try:
-                self.pipe = SpatiaPipeline.from_pretrained(path, device=device, dtype=dtype, offload=offload)
+                self.pipe = SpatiaPipeline.from_checkpoint(path, device=device, dtype=dtype, offload=offload)
             except (BackendUnavailableError, InputError):
                 raise
             except SpatiaError as exc:  # e.g. FileFormatError: an incomplete or corrupt folder

@@ -40,10 +40,10 @@ from diffusers.utils.torch_utils import randn_tensor
 from tqdm.auto import tqdm
 
 from ...errors import BackendUnavailableError, InputError
+from .checkpoint import PIPELINE_COMPONENTS as COMPONENTS
 
 logger = logging.getLogger(__name__)
 
-COMPONENTS = ("transformer", "vae", "text_encoder", "tokenizer", "scheduler")
 FULL_SIZE_PARAMS = 1_000_000_000  # transformers above this many parameters need a CUDA device
 OFFLOAD_MODES = ("none", "model", "sequential")
 
@@ -197,17 +197,25 @@ class SpatiaPipeline(DiffusionPipeline):
         self.vae_scale_spatial = int(cfg.get("scale_factor_spatial") or 2 ** len(cfg.temperal_downsample))
         self.size_multiple = self.vae_scale_spatial * int(transformer.config.patch_size[1])
 
-    # -- loading ---------------------------------------------------------------------------
+    # -- loading and saving -----------------------------------------------------------------
     @classmethod
-    def from_pretrained(cls, ckpt_dir: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "auto",
+    def from_checkpoint(cls, folder: str | Path, device: str | torch.device = "cpu", dtype: str | torch.dtype = "auto",
                         offload: str = "none") -> "SpatiaPipeline":
-        """Load a checkpoint folder in our layout (``transformer/ vae/ text_encoder/ tokenizer/ scheduler/ spatia.json``).
+        """Load a checkpoint folder (:mod:`.checkpoint`) ready to sample on ``device``.
 
-        The transformer's size is checked against the device from its config before any weight is read.
+        Before any weight is read, the transformer's size from its config is checked against the
+        device (:func:`check_device`); ``dtype`` ``auto`` is bfloat16 on CUDA, float32 elsewhere;
+        ``offload`` as in :meth:`place`. Loading itself is :meth:`from_pretrained`.
+
+        Raises:
+            InputError: an unknown offload mode or dtype.
+            BackendUnavailableError: a component folder is missing, the device cannot run the
+                model, or a library is not installed.
+            FileFormatError: a corrupt or incomplete folder.
         """
-        from .checkpoint import load_checkpoint, read_metadata
+        from ...errors import FileFormatError, SpatiaError
 
-        path = Path(ckpt_dir)
+        path = Path(folder)
         if offload not in OFFLOAD_MODES:
             raise InputError(f"unknown offload mode {offload!r}; choose one of {', '.join(OFFLOAD_MODES)}")
         missing = [c for c in COMPONENTS if not (path / c).is_dir()]
@@ -216,11 +224,72 @@ class SpatiaPipeline(DiffusionPipeline):
         device = torch.device(device)
         check_device(transformer_params_from_config(path / "transformer" / "config.json"), device)
         torch_dtype = resolve_dtype(dtype, device)
-        load_device = "cpu" if offload != "none" else device
-        comps = load_checkpoint(path, components=COMPONENTS + ("lora",), device=load_device, dtype=torch_dtype)
-        pipe = cls(**{c: comps[c] for c in COMPONENTS}, defaults=SamplingDefaults.from_metadata(read_metadata(path)))
-        pipe.place(device, offload)
+        try:
+            pipe = cls.from_pretrained(path, dtype=torch_dtype)
+        except SpatiaError:
+            raise
+        except ImportError as exc:
+            raise BackendUnavailableError(f"loading {path} needs {exc.name or exc}") from exc
+        except Exception as exc:  # corrupt / incomplete files surface as many error types
+            raise FileFormatError(f"cannot load {path}: {type(exc).__name__}: {exc}") from exc
+        return pipe.place(device, offload)
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, **kwargs) -> "SpatiaPipeline":
+        """diffusers' ``DiffusionPipeline.from_pretrained`` for a local checkpoint folder, plus what our
+        layout adds: ``spatia.json`` -> :attr:`defaults` (unless ``defaults=`` is given), ``lora/`` -> a
+        peft adapter on the transformer (diffusers' ``load_lora_adapter``, after the strict checks of
+        :func:`.lora.load_lora`).
+
+        A folder written before checkpoints had a ``model_index.json`` is loaded component by
+        component (:func:`.checkpoint.load_checkpoint`); of the keyword arguments only ``dtype``
+        (or the older ``torch_dtype``) and ``defaults`` apply to it. Nothing is downloaded.
+
+        Raises:
+            FileFormatError: not a checkpoint folder (no folder, no ``spatia.json``).
+            InputError: diffusers options for an old folder without ``model_index.json``.
+        """
+        from .checkpoint import MODEL_INDEX, load_checkpoint, read_metadata
+        from .lora import load_lora
+
+        path = Path(pretrained_model_name_or_path)
+        kwargs.setdefault("defaults", SamplingDefaults.from_metadata(read_metadata(path)))
+        if not (path / MODEL_INDEX).is_file():
+            defaults, dtype, torch_dtype = kwargs.pop("defaults"), kwargs.pop("dtype", None), kwargs.pop("torch_dtype", None)
+            if kwargs:
+                raise InputError(f"{path} has no {MODEL_INDEX} (an older checkpoint); only dtype applies "
+                                 f"to it, not {', '.join(sorted(kwargs))}")
+            parts = load_checkpoint(path, components=COMPONENTS + ("lora",), dtype=dtype or torch_dtype)
+            return cls(**{c: parts[c] for c in COMPONENTS}, defaults=defaults)
+        pipe = super().from_pretrained(path, **kwargs)
+        if (path / "lora").is_dir():
+            load_lora(pipe.transformer, path / "lora")
         return pipe
+
+    def save_pretrained(self, save_directory: str | Path, safe_serialization: bool = True, variant: str | None = None,
+                        max_shard_size: int | str | None = None, push_to_hub: bool = False,
+                        metadata: dict | None = None, **kwargs) -> None:
+        """diffusers' ``DiffusionPipeline.save_pretrained`` (``model_index.json`` + one folder per
+        component), plus what our layout adds: ``spatia.json`` (:attr:`defaults` as its "sampling",
+        ``metadata`` merged over) and, for a transformer carrying an unmerged peft adapter, its base
+        weights in ``transformer/`` and the adapter in ``lora/``.
+
+        Writes in place; :func:`.checkpoint.save_checkpoint` wraps this in an atomic rename.
+        """
+        import shutil
+
+        from .checkpoint import write_metadata
+        from .lora import base_layers_only, has_lora, save_lora
+
+        with base_layers_only(self.transformer):
+            super().save_pretrained(save_directory, safe_serialization=safe_serialization, variant=variant,
+                                    max_shard_size=max_shard_size, push_to_hub=push_to_hub, **kwargs)
+        path = Path(save_directory)
+        if has_lora(self.transformer):
+            save_lora(self.transformer, path / "lora")
+        elif (path / "lora").is_dir():
+            shutil.rmtree(path / "lora")  # an adapter of what was saved here before
+        write_metadata(path, metadata, sampling=dataclasses.asdict(self.defaults))
 
     def place(self, device: str | torch.device, offload: str = "none") -> "SpatiaPipeline":
         """Put the models on ``device``; ``offload`` = ``model`` keeps one sub-model at a time on the GPU,

@@ -27,7 +27,7 @@ import functools
 import numpy as np
 import torch
 from diffusers import UniPCMultistepScheduler
-from diffusers.schedulers.scheduling_utils import SchedulerOutput
+from diffusers.schedulers.scheduling_utils import SchedulerMixin, SchedulerOutput  # noqa: F401 - SchedulerMixin: diffusers' pipeline loader looks it up here
 
 __all__ = ["SpatiaFlowUniPCScheduler", "release_scheduler"]
 

@@ -32,6 +32,7 @@ from torch import nn
 
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
+from diffusers.models.modeling_utils import ModelMixin  # noqa: F401 - diffusers' pipeline loader looks it up here
 from diffusers.models.transformers.transformer_wan_vace import (
     WanVACETransformer3DModel,
     WanVACETransformerBlock,
@@ -139,7 +140,7 @@ class SpatiaTransformer3DModel(WanVACETransformer3DModel):
 
     The constructor arguments are diffusers' ``WanVACETransformer3DModel`` config (defaults: the
     full Spatia 5B model, :data:`SPATIA_5B_CONFIG`). Parameter names are diffusers' (see
-    ``convert.py`` for the mapping from the official DiffSynth-named files).
+    ``convert/dit.py`` for the mapping from the official DiffSynth-named files).
     """
 
     _no_split_modules = ["WanTransformerBlock", "WanVACETransformerBlock", "SpatiaControlBlock"]
