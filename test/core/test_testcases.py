@@ -34,22 +34,8 @@ def cases() -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_depth(tmp_path_factory) -> Path:
-    """A randomly initialised tiny Depth Anything and its processor, saved with save_pretrained."""
-    import torch
-    from transformers import DepthAnythingConfig, DepthAnythingForDepthEstimation, Dinov2Config, DPTImageProcessorPil
-
-    torch.manual_seed(0)
-    backbone = Dinov2Config(hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64,
-                            image_size=56, patch_size=14, out_features=["stage1", "stage2", "stage3", "stage4"],
-                            reshape_hidden_states=False)
-    cfg = DepthAnythingConfig(backbone_config=backbone, reassemble_hidden_size=32, neck_hidden_sizes=[8, 16, 32, 32],
-                              fusion_hidden_size=16, head_hidden_size=8)
-    folder = tmp_path_factory.mktemp("tiny_depth")
-    DepthAnythingForDepthEstimation(cfg).save_pretrained(folder)
-    DPTImageProcessorPil(size={"height": 56, "width": 56}, keep_aspect_ratio=True, ensure_multiple_of=14,
-                         image_mean=[0.485, 0.456, 0.406], image_std=[0.229, 0.224, 0.225]).save_pretrained(folder)
-    return folder
+def tiny_depth(tiny_depth_model):
+    return tiny_depth_model
 
 
 def _release_camera(case: Path) -> list[float]:
