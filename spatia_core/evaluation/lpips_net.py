@@ -133,13 +133,22 @@ class LPIPSAlexNet(nn.Module):
     def _unit(feat: torch.Tensor, eps: float = 1e-10) -> torch.Tensor:
         return feat / (torch.sqrt(torch.sum(feat * feat, dim=1, keepdim=True)) + eps)
 
-    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Distances (N,); with bool ``mask`` (N, H, W) the mean of the spatial map over the mask
+        (each layer's map upsampled bilinearly to H x W, as ``lpips.LPIPS(spatial=True)``)."""
         f0 = self.net((x0 - self.shift) / self.scale)
         f1 = self.net((x1 - self.shift) / self.scale)
         total = x0.new_zeros(x0.shape[0])
+        if mask is not None:
+            m = mask.to(x0.dtype)[:, None]
+            area = m.sum(dim=(1, 2, 3)).clamp_min(1)
         for lin, a, b in zip(self.lins, f0, f1):
-            d = (self._unit(a) - self._unit(b)) ** 2
-            total = total + lin(d).mean(dim=(1, 2, 3))
+            d = lin((self._unit(a) - self._unit(b)) ** 2)
+            if mask is None:
+                total = total + d.mean(dim=(1, 2, 3))
+            else:
+                up = torch.nn.functional.interpolate(d, size=x0.shape[-2:], mode="bilinear", align_corners=False)
+                total = total + (up * m).sum(dim=(1, 2, 3)) / area
         return total
 
 

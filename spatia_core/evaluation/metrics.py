@@ -124,12 +124,14 @@ def _valid_filter(img: np.ndarray, g: np.ndarray) -> np.ndarray:
     return out[r:-r, r:-r]
 
 
-def ssim(a, b, win_size: int = 11, sigma: float = 1.5) -> float:
+def ssim(a, b, win_size: int = 11, sigma: float = 1.5, mask=None) -> float:
     """Structural similarity (Wang et al. 2004), mean over the valid region and the RGB channels.
 
     Args:
         a, b: images (H, W, 3) (or (H, W)), uint8 or float in [0, 1]; H, W >= ``win_size``.
         win_size, sigma: the Gaussian window (defaults: 11 x 11, sigma 1.5).
+        mask: optional bool (H, W): the SSIM map is averaged over these pixels only (those of
+            the valid region; the windows still read their neighbours).
 
     Returns:
         SSIM in [-1, 1]; 1.0 for identical images. Each channel is treated as its own
@@ -148,6 +150,15 @@ def ssim(a, b, win_size: int = 11, sigma: float = 1.5) -> float:
     var_b = _valid_filter(b * b, g) - mu_b**2
     cov = _valid_filter(a * b, g) - mu_a * mu_b
     s = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+    if mask is not None:
+        m = _to_numpy(mask).astype(bool)
+        if m.shape != a.shape[:2]:
+            raise InputError(f"mask shape {m.shape} does not match image shape {a.shape[:2]}")
+        r = (win_size - 1) // 2
+        m = m[r:-r, r:-r]
+        if not m.any():
+            raise InputError("mask selects no pixel of the SSIM valid region")
+        return float(s[m].mean())
     return float(s.mean(axis=(0, 1)).mean())
 
 
@@ -208,18 +219,30 @@ class LPIPS:
         t = torch.from_numpy(arr.astype(np.float32)).permute(0, 3, 1, 2)
         return t / 127.5 - 1.0
 
-    def __call__(self, a, b):
+    def __call__(self, a, b, mask=None):
+        """Distance of ``a`` to ``b``; with bool ``mask`` ((H, W) or (N, H, W)) the spatial LPIPS map
+        (each layer's map upsampled bilinearly to H x W, as ``lpips.LPIPS(spatial=True)``) is
+        averaged over the masked pixels only."""
         single = _to_numpy(a).ndim == 3
         ta, tb = self._tensor(a, "a"), self._tensor(b, "b")
         if ta.shape != tb.shape:
             raise InputError(f"images differ in shape: {tuple(ta.shape)} vs {tuple(tb.shape)}")
+        tm = None
+        if mask is not None:
+            tm = torch.as_tensor(_to_numpy(mask).astype(bool))
+            tm = tm[None] if tm.ndim == 2 else tm
+            if tuple(tm.shape) != (ta.shape[0], ta.shape[2], ta.shape[3]):
+                raise InputError(f"mask shape {tuple(tm.shape)} does not match images {tuple(ta.shape)}")
+            if not bool(tm.flatten(1).any(1).all()):
+                raise InputError("mask selects no pixel")
         net = self.net
         out = []
         with torch.inference_mode():
             for i in range(0, ta.shape[0], self.batch_size):
                 x0 = ta[i : i + self.batch_size].to(self.device)
                 x1 = tb[i : i + self.batch_size].to(self.device)
-                out.append(net(x0, x1).double().cpu())
+                m = None if tm is None else tm[i : i + self.batch_size].to(self.device)
+                out.append(net(x0, x1, mask=m).double().cpu())
         d = torch.cat(out).numpy()
         return float(d[0]) if single else d
 

@@ -16,6 +16,7 @@ O(memory) step that happens at most once per ``(1 - evict_fraction) * max_voxels
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,8 @@ from ..errors import InputError
 from ..geometry import Intrinsics, validate_pose
 from ..render import BlockIndex, as_rgb_float
 from .voxel_hash import VoxelHash, pack_coords, unpack_keys
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,6 +41,7 @@ class MemoryStats:
     frames_fused: int
     revision: int
     memory_bytes: int
+    depth_dropped: int = 0  # depth readings (> 0) outside [min_depth, max_depth] that were not fused, all frames
 
 
 @dataclass
@@ -48,6 +52,7 @@ class FuseResult:
     voxels_touched: int
     voxels_new: int
     voxels_evicted: int
+    depth_dropped: int = 0  # depth readings (> 0) of the frame outside [min_depth, max_depth], not fused
 
 
 def backproject(depth: torch.Tensor, intrinsics: Intrinsics, pose: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
@@ -121,9 +126,20 @@ class SpatialMemory:
         self.device = torch.device(device)
         self.frames_fused = 0
         self.revision = 0
+        self.depth_dropped = 0  # readings outside [min_depth, max_depth] so far (reported, see insert_frame)
         self.clear()
 
     # -- storage ---------------------------------------------------------------------------
+    def rescale(self, voxel_size: float, min_depth: float, max_depth: float) -> None:
+        """Empty the memory and give it another scale: voxel edge and depth limits (e.g. those a
+        capture's data call for); culling blocks stay at least 64 voxels wide."""
+        if not (np.isfinite(voxel_size) and voxel_size > 0) or not 0 <= min_depth < max_depth:
+            raise InputError(f"rescale needs voxel_size > 0 and 0 <= min_depth < max_depth, got {voxel_size}, "
+                             f"{min_depth}, {max_depth}")
+        self.voxel_size, self.min_depth, self.max_depth = float(voxel_size), float(min_depth), float(max_depth)
+        self.block_size = max(self.block_size, 64 * self.voxel_size)
+        self.clear()
+
     def clear(self) -> None:
         """Remove every voxel."""
         self._index = VoxelHash(device=self.device)
@@ -253,9 +269,18 @@ class SpatialMemory:
         valid = (depth_t > self.min_depth) & (depth_t < self.max_depth)
         if mask is not None:
             valid &= ~torch.as_tensor(mask, device=self.device)
+        dropped = int(((depth_t > 0) & ~((depth_t > self.min_depth) & (depth_t < self.max_depth))).sum())
+        if dropped:
+            if not self.depth_dropped:  # once per memory: a scale mismatch drops whole frames
+                log.warning("%d depth readings of a %dx%d frame lie outside memory depth limits [%g, %g] and are not "
+                            "fused (memory.min_depth / memory.max_depth); further drops are counted in stats()",
+                            dropped, depth.shape[1], depth.shape[0], self.min_depth, self.max_depth)
+            self.depth_dropped += dropped
         xyz = backproject(depth_t, intrinsics, torch.as_tensor(pose, device=self.device), valid)
         colors = torch.as_tensor(rgb, device=self.device)[valid]
-        return self.insert_points(xyz, colors, observed=observed)
+        result = self.insert_points(xyz, colors, observed=observed)
+        result.depth_dropped = dropped
+        return result
 
     def _block_ids(self, xyz: torch.Tensor) -> torch.Tensor:
         """Ids of the coarse culling blocks containing ``xyz``, registering new blocks."""
@@ -330,4 +355,5 @@ class SpatialMemory:
             frames_fused=self.frames_fused,
             revision=self.revision,
             memory_bytes=self._keys.shape[0] * per_voxel + self._index.nbytes,
+            depth_dropped=self.depth_dropped,
         )

@@ -2,7 +2,8 @@
 
 Sources (``WorldConfig.source``): ``builtin`` (the seeded procedural room), ``rgbd_folder``
 (posed RGB-D frames), ``ply`` (a point cloud), ``image_depth`` (one image with a depth map),
-``testcase`` (the official test-case folder with our optional ``depth.png``/``depth.npy``), or
+``testcase`` (the official test-case folder with our optional ``depth.png``/``depth.npy``),
+``capture`` (posed photos: COLMAP, transforms.json, LLFF, Strecha; see :mod:`spatia_core.captures`), or
 ``auto`` (decided from ``path``).
 
 Worlds read from files are expressed in the ROS ``map`` frame: z up, the first camera at the
@@ -22,7 +23,7 @@ from ..geometry import R_BODY_OPTICAL, Intrinsics
 from ..memory import SpatialMemory, read_ply_points
 from .rgbd_folder import RGBDFrame, read_depth, read_rgb, read_rgbd_folder
 
-SOURCES = ("builtin", "rgbd_folder", "ply", "image_depth", "testcase", "auto")
+SOURCES = ("builtin", "rgbd_folder", "ply", "image_depth", "testcase", "capture", "auto")
 
 
 @dataclass
@@ -52,10 +53,18 @@ def resolve_source(cfg: WorldConfig) -> str:
     if path.is_dir():
         if (path / "w2c.txt").is_file() and any((path / n).is_file() for n in ("img.jpg", "img.png")):
             return "testcase"
+        if not (path / "depth").is_dir() and _capture_format(path):
+            return "capture"
         return "rgbd_folder"
     if path.is_file():
-        return "image_depth"
+        return "capture" if _capture_format(path) else "image_depth"
     raise FileFormatError(f"world path does not exist: {path}")
+
+
+def _capture_format(path: Path) -> str | None:
+    from ..captures import detect_format
+
+    return detect_format(path)
 
 
 def world_has_depth(cfg: WorldConfig) -> bool:
@@ -127,6 +136,10 @@ def load_world(cfg: WorldConfig, memory: SpatialMemory, camera: Intrinsics | Non
         start[:3, :3] = R_BODY_OPTICAL
         start[:3, 3] = (lo + hi) / 2
         return WorldInit(source, start, center=(lo + hi) / 2)
+    if source == "capture":
+        from ..captures.world import load_capture_world
+
+        return load_capture_world(cfg, memory, device=str(memory.device))
     if source == "rgbd_folder":
         frames = read_rgbd_folder(cfg.path, cfg.intrinsics or None, cfg.depth_scale, cfg.frames or None)
         tf = upright_transform(frames[0].pose)

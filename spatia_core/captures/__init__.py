@@ -1,0 +1,71 @@
+"""Posed-photo captures: one reader per format, detected from the path, all returning :class:`Capture`.
+
+========================  =====================================================================
+format                    detected by
+========================  =====================================================================
+``transforms_json``       ``transforms.json`` (the file, or a folder holding it): instant-ngp,
+                          nerfstudio
+``llff``                  ``poses_bounds.npy`` (file or folder) with ``images/``
+``colmap``                ``cameras.bin``/``cameras.txt`` in ``sparse/0``, ``sparse`` or the folder
+``strecha``               ``gt_dense_cameras/*.camera`` (or ``images/*.camera``)
+========================  =====================================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import FileFormatError
+from .base import Capture, PosedImage, load_image, parse_holdout, scale_intrinsics
+
+FORMATS = ("transforms_json", "llff", "colmap", "strecha")
+
+
+def detect_format(path: str | Path) -> str | None:
+    """The capture format of ``path`` (see the module table), or None when it is none of them."""
+    from .colmap import find_model
+    from .strecha import is_strecha
+
+    path = Path(path)
+    if path.is_file():
+        return {"transforms.json": "transforms_json", "poses_bounds.npy": "llff"}.get(path.name)
+    if not path.is_dir():
+        return None
+    if (path / "transforms.json").is_file():
+        return "transforms_json"
+    if (path / "poses_bounds.npy").is_file():
+        return "llff"
+    if find_model(path) is not None:
+        return "colmap"
+    if is_strecha(path):
+        return "strecha"
+    return None
+
+
+def read_capture(path: str | Path, fmt: str = "auto") -> Capture:
+    """Read the capture at ``path`` in format ``fmt`` (``auto``: :func:`detect_format`)."""
+    fmt = detect_format(path) if fmt == "auto" else fmt
+    if fmt is None:
+        raise FileFormatError(f"{path} is not a posed-photo capture (transforms.json, poses_bounds.npy, a COLMAP "
+                              "model or Strecha .camera files)")
+    if fmt == "transforms_json":
+        from .transforms_json import read_transforms_json
+
+        return read_transforms_json(path)
+    if fmt == "llff":
+        from .llff import read_llff
+
+        return read_llff(path)
+    if fmt == "colmap":
+        from .colmap import read_colmap
+
+        return read_colmap(path)
+    if fmt == "strecha":
+        from .strecha import read_strecha
+
+        return read_strecha(path)
+    raise FileFormatError(f"unknown capture format {fmt!r}; choose one of {', '.join(FORMATS)}")
+
+
+__all__ = ["FORMATS", "Capture", "PosedImage", "detect_format", "load_image", "parse_holdout", "read_capture",
+           "scale_intrinsics"]
