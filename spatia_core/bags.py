@@ -16,13 +16,14 @@ from __future__ import annotations
 import functools
 import logging
 import shutil
+import struct
 import time
 from pathlib import Path
 
 import numpy as np
 
 from .config import SpatiaConfig, SimConfig
-from .errors import FileFormatError, InputError
+from .errors import FileFormatError, InputError, SpatiaError
 from .geometry import Intrinsics, invert_pose, pose_from_xyz_quat, pose_to_xyz_quat, validate_pose
 from .robot import CameraMount
 
@@ -112,6 +113,9 @@ def _read_path(bag_path, topic=None, pose_kind="auto", mount=None, map_frame="ma
                optical_frame="camera_optical_frame") -> tuple[str, str, list[tuple[int, np.ndarray]]]:
     """``(topic, kind, samples)``; ``kind`` is what the topic's poses are: camera, base or tf:FRAME."""
     from rosbags.highlevel import AnyReader, AnyReaderError
+    from rosbags.rosbag2 import ReaderError
+
+    import apsw  # rosbags' sqlite3 storage
 
     if pose_kind not in POSE_KINDS:
         raise InputError(f"pose kind {pose_kind!r} must be one of {', '.join(POSE_KINDS)}")
@@ -163,8 +167,11 @@ def _read_path(bag_path, topic=None, pose_kind="auto", mount=None, map_frame="ma
                         log.warning("%s: pose at bag time %d skipped: %s", topic, bag_ns, exc)
                         continue
                     samples.append((_stamp_ns(msg.header, bag_ns), pose @ base_to_optical if is_base else pose))
-    except (AnyReaderError, FileNotFoundError) as exc:
-        raise FileFormatError(f"cannot read rosbag {bag}: {exc}") from exc
+    except SpatiaError:
+        raise
+    except (AnyReaderError, ReaderError, OSError, ValueError, KeyError, IndexError, OverflowError, MemoryError,
+            TypeError, EOFError, struct.error, apsw.Error) as exc:  # corrupt bytes reach rosbags' decoders in many forms
+        raise FileFormatError(f"cannot read rosbag {bag}: {type(exc).__name__}: {exc}") from None
     out: dict[int, np.ndarray] = {}
     for ns, pose in sorted(samples, key=lambda s: s[0]):  # stable: the last pose of a stamp wins
         try:

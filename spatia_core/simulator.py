@@ -7,7 +7,7 @@ time advances by exactly one period, so a slow generator never makes time lie (l
 Every ``sim.bank_every``-th frame is fused into the memory and the frame bank.
 
 Map files are confined to ``sim.map_dir``: names with folders, ``..`` or other suffixes than
-``.ply`` are refused.
+``.ply`` are refused, and so are symlinks in it that lead outside it.
 """
 
 from __future__ import annotations
@@ -140,7 +140,16 @@ class WorldSimulator:
             raise InputError(f"map name {name!r} must be a plain file name inside the map directory")
         if not name.endswith(".ply"):
             raise InputError(f"map name {name!r} must end in .ply")
-        return self.map_dir / name
+        # symlinks are followed, then the target must still be a .ply inside map_dir; the same
+        # error whether or not the outside target exists, and nothing outside is opened
+        try:
+            root = self.map_dir.resolve()
+            target = (root / name).resolve()
+        except (OSError, ValueError, RuntimeError):
+            target = None
+        if target is None or not target.is_relative_to(root) or target == root or target.suffix != ".ply":
+            raise InputError(f"map name {name!r} must be a plain file name inside the map directory")
+        return target
 
     def save_map(self, name: str) -> Path:
         path = self.map_path(name)

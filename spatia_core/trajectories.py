@@ -81,9 +81,15 @@ def _rot_x(angle: np.ndarray) -> np.ndarray:
     return r
 
 
+#: Longest trajectory generated (about 70 minutes at 24 fps; 128 bytes of poses per frame).
+MAX_FRAMES = 100_000
+
+
 def _check_frames(n_frames, minimum: int = 2) -> int:
     if isinstance(n_frames, bool) or not isinstance(n_frames, (int, np.integer)) or n_frames < minimum:
         raise InputError(f"n_frames must be an integer >= {minimum}, got {n_frames!r}")
+    if n_frames > MAX_FRAMES:
+        raise InputError(f"n_frames must be at most {MAX_FRAMES}, got {n_frames}")
     return int(n_frames)
 
 
@@ -384,9 +390,11 @@ def write_poses(path, poses) -> Path:
     path = Path(path)
     lines = ["# spatia_ros poses: camera-to-world 4x4 row-major per line; OpenCV camera axes; map frame"]
     lines += [" ".join(f"{v:.17g}" for v in p.ravel()) for p in poses]
+    from .outputs import atomic_write_bytes
+
     try:
-        path.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    except OSError as exc:
+        atomic_write_bytes(path, ("\n".join(lines) + "\n").encode("utf-8"))  # whole or not at all
+    except FileFormatError as exc:
         raise FileFormatError(f"{path}: cannot write ({exc})") from None
     return path
 

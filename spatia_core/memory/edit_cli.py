@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 
@@ -184,6 +183,19 @@ def _plan(args) -> list[tuple[str, dict]]:
 
 
 # -- undo journal -------------------------------------------------------------------------------
+#
+# Crash consistency: an edit copies the map it starts from to a new numbered backup, appends the
+# journal entry (journal.json, atomically), and only then replaces the map; pruning of old entries
+# is written after that, and their files deleted last. A kill at any point leaves the map whole
+# (old or new) and never loses the entry of an edit whose map was written. A kill between the
+# journal write and the map write leaves an entry whose backup equals the map; ``--undo`` finds
+# such an entry (also the one of an undo killed after restoring the map), drops it and says so,
+# leaving the map as it is. Backup names are only ever ``NNNN.ply`` inside the journal folder:
+# anything else in journal.json (``../x``, an absolute path, a symlink out) is refused.
+
+_BACKUP = re.compile(r"\d{4,9}\.ply")
+
+
 def _journal_dir(out: Path) -> Path:
     return out.with_name(out.name + ".edits")
 
@@ -194,31 +206,48 @@ def _read_journal(folder: Path) -> dict:
         return {"version": 1, "entries": []}
     try:
         data = json.loads(path.read_text())
-        assert isinstance(data.get("entries"), list)
+        if not isinstance(data, dict) or not isinstance(data.get("entries"), list):
+            raise ValueError("no list of entries")
+        for entry in data["entries"]:
+            if not isinstance(entry, dict) or not isinstance(entry.get("backup"), str):
+                raise ValueError("an entry without a backup name")
+            if not _BACKUP.fullmatch(entry["backup"]):
+                raise ValueError(f"backup name {entry['backup']!r} is not a journal file name (NNNN.ply)")
         return data
-    except (ValueError, AssertionError, AttributeError) as exc:
-        raise FileFormatError(f"undo journal {path} is damaged: {exc}") from exc
+    except (OSError, ValueError) as exc:
+        raise FileFormatError(f"undo journal {path} is damaged: {exc}") from None
+
+
+def _backup_path(folder: Path, name: str) -> Path:
+    """``folder / name`` for a checked ``NNNN.ply`` name that is a regular file (not a link) there."""
+    if not _BACKUP.fullmatch(name):
+        raise FileFormatError(f"undo journal in {folder} names a backup outside it: {name!r}")
+    return folder / name
 
 
 def _atomic_write(path: Path, data: bytes | None = None, copy_from: Path | None = None) -> None:
-    """Write bytes (or a copy of a file) to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        if copy_from is not None:
-            shutil.copyfile(copy_from, tmp)
-        else:
-            tmp.write_bytes(data)
-        with open(tmp, "rb+") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise FileFormatError(f"could not write {path}: {exc}") from exc
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write bytes (or a copy of a file) to ``path`` through a verified temporary file and a rename."""
+    from ..outputs import atomic_write_bytes
+
+    if copy_from is not None:
+        try:
+            data = copy_from.read_bytes()
+        except OSError as exc:
+            raise FileFormatError(f"could not read {copy_from}: {exc}") from None
+    atomic_write_bytes(path, data)
 
 
 def _write_journal(folder: Path, journal: dict) -> None:
     _atomic_write(folder / _JOURNAL, json.dumps(journal, indent=2).encode())
+
+
+def _same_file_contents(a: Path, b: Path) -> bool:
+    import filecmp
+
+    try:
+        return a.is_file() and b.is_file() and filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
 
 
 def _undo(target: Path) -> int:
@@ -227,16 +256,31 @@ def _undo(target: Path) -> int:
     if not journal["entries"]:
         raise InputError(f"nothing to undo for {target} (no journal entries in {folder})")
     entry = journal["entries"][-1]
-    backup = folder / entry["backup"]
-    if not backup.is_file():
+    backup = _backup_path(folder, entry["backup"])
+    if backup.is_symlink() or not backup.is_file():
         raise FileFormatError(f"undo journal entry {entry['backup']} is missing from {folder}")
+    ops = " ".join(str(o) for o in entry.get("operations", []))
+    if _same_file_contents(backup, target):  # an interrupted edit (map not written) or undo (journal not written)
+        journal["entries"].pop()
+        _write_journal(folder, journal)
+        backup.unlink(missing_ok=True)
+        print(f"{target} already is the map before '{ops}' (an interrupted edit or undo): dropped that journal "
+              f"entry, map unchanged ({len(journal['entries'])} more undo steps)")
+        return 0
     _atomic_write(target, copy_from=backup)
     journal["entries"].pop()
     _write_journal(folder, journal)
     backup.unlink(missing_ok=True)
-    print(f"restored {target} to the map before '{' '.join(entry.get('operations', []))}' "
-          f"({len(journal['entries'])} more undo steps)")
+    print(f"restored {target} to the map before '{ops}' ({len(journal['entries'])} more undo steps)")
     return 0
+
+
+def _sweep_orphans(folder: Path, journal: dict) -> None:
+    """Delete backups no entry names (left by a kill after pruning was written)."""
+    named = {e["backup"] for e in journal["entries"]}
+    for child in folder.iterdir():
+        if _BACKUP.fullmatch(child.name) and child.name not in named and not child.is_symlink():
+            child.unlink(missing_ok=True)
 
 
 # -- command ------------------------------------------------------------------------------------
@@ -276,18 +320,28 @@ def run(args) -> int:
         print(f"{name}: {n} voxels")
         done.append(name)
 
-    # journal first (a copy of the map this edit starts from), then the map, then the entry
+    # backup, then the journal entry, then the map; pruning last (see the journal notes above)
     folder = _journal_dir(out)
-    folder.mkdir(exist_ok=True)
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise FileFormatError(f"cannot create the undo journal folder {folder}: {exc}") from None
+    if folder.is_symlink() or not folder.is_dir():
+        raise FileFormatError(f"undo journal {folder} is not a folder")
     journal = _read_journal(folder)
-    numbers = [int(m.group(1)) for e in journal["entries"] if (m := re.match(r"(\d+)\.ply$", e.get("backup", "")))]
+    _sweep_orphans(folder, journal)
+    numbers = [int(e["backup"][:-4]) for e in journal["entries"]]
     backup = folder / f"{max(numbers, default=0) + 1:04d}.ply"
     _atomic_write(backup, copy_from=source)
-    save_ply(memory, out)
     journal["entries"].append({"backup": backup.name, "source": str(source.resolve()), "operations": done,
                                "time": time.strftime("%Y-%m-%dT%H:%M:%S")})
-    while len(journal["entries"]) > args.keep:
-        (folder / journal["entries"].pop(0)["backup"]).unlink(missing_ok=True)
     _write_journal(folder, journal)
+    save_ply(memory, out)
+    if len(journal["entries"]) > args.keep:
+        pruned = journal["entries"][: len(journal["entries"]) - args.keep]
+        journal["entries"] = journal["entries"][len(pruned):]
+        _write_journal(folder, journal)
+        for entry in pruned:
+            _backup_path(folder, entry["backup"]).unlink(missing_ok=True)
     print(f"wrote {out} ({before} -> {len(memory)} voxels); undo with: spatia edit {out} --undo")
     return 0

@@ -1,6 +1,7 @@
 """Reference retrieval (Algorithm 1): overlapping frames are picked, others rejected."""
 
 import numpy as np
+import pytest
 
 from spatia_core import Intrinsics, SpatialMemory, look_at
 from spatia_core.render import render_memory
@@ -35,9 +36,11 @@ def test_retrieval_picks_overlapping_frames_and_rejects_others():
         return out, bank.view_voxels(out["depth"][0], k, pose)
 
     # past trajectory: looking at +x (yaw 0), then +y (90), then -y (-90); never at -x (180)
+    past = []
     for yaw in (0, 10, 90, 100, -90):
         out, ids = voxels(_view(yaw))
-        bank.add(out["rgb"][0], _view(yaw), k, ids)
+        past.append(set(ids.tolist()))
+        assert bank.add(out["rgb"][0], _view(yaw), k, ids) == len(past) - 1
 
     targets = [voxels(_view(yaw))[1] for yaw in (5, 5, 95, 180)]
     refs = retrieve_references(bank, targets, k=7, epsilon=0.2, stride=1)
@@ -46,7 +49,16 @@ def test_retrieval_picks_overlapping_frames_and_rejects_others():
     assert picked & {2, 3}, "a frame looking at +y must be retrieved for target 2"
     assert 4 not in picked, "the -y view does not overlap any target"
     assert all(r.score > 0.2 for r in refs)
-    assert len(refs) == len(picked) <= 7
+    # Algorithm 1 by hand on Python sets: each target's best past frame by 3D IoU, kept if IoU > eps,
+    # one reference per frame (the best-scoring target wins)
+    expected = {}
+    for t, ids in enumerate(targets):
+        s = [len(set(ids.tolist()) & p) / len(set(ids.tolist()) | p) for p in past]
+        f = int(np.argmax(s))
+        if s[f] > 0.2 and (f not in expected or s[f] > expected[f][0]):
+            expected[f] = (s[f], t)
+    assert {r.frame_id: r.target_index for r in refs} == {f: t for f, (_, t) in expected.items()}
+    assert [r.score for r in refs] == pytest.approx([expected[r.frame_id][0] for r in refs], abs=1e-6)
     # the -x target sees nothing any past frame saw: no reference for it
     assert not [r for r in refs if r.target_index == 3]
     # stride = K: only target 0 is scored

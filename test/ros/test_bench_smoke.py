@@ -32,7 +32,9 @@ def test_latency_benchmark_smoke(tmp_path):
     assert data["poses_sent"] >= 20 and data["matched"] > 0
     assert data["matched"] <= data["poses_sent"] and data["image_size"] == [160, 120]
     lat = data["latency_ms"]
-    assert 0 < lat["p50"] <= lat["p95"] <= lat["p99"] <= lat["max"]
+    # can fail: an image cannot cross processes in under 0.1 ms, nor come back later than the 6 s
+    # the run lasts (warm-up 1 + 3 + probe 2); either means poses and images were mismatched
+    assert 0.1 < lat["p50"] and lat["max"] < 6000, lat
     assert data["sustained_rate_hz"] > 0
     assert data["unmatched"]["ambiguous_odom"] == 0
     assert data["node_exit_status"] is not None, "the node process was ended"
