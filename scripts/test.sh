@@ -5,6 +5,9 @@ set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash scripts/setup.sh
+# tests only: ros2 / ros2 launch from ../shared/reference/ros2 and colcon workspaces of this
+# package (.ros_tools/); without ../shared the CLI tests skip, with CI=true they fail
+bash scripts/setup_ros_tools.sh
 set +e
 .venv/bin/python -m pytest "$@"
 rc=$?

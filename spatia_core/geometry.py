@@ -89,10 +89,12 @@ def pose_from_xyz_quat(xyz, quat_xyzw) -> np.ndarray:
     from scipy.spatial.transform import Rotation
 
     q = np.asarray(quat_xyzw, dtype=np.float64)
-    if not np.all(np.isfinite(q)) or np.linalg.norm(q) < 1e-9:
+    big = np.abs(q).max() if q.shape == (4,) and np.all(np.isfinite(q)) else 0.0
+    unit = q / big if big > 0 else q  # scaled first: the norm of a finite (1e308, 1e308, 0, 0) overflows
+    if big == 0 or big * np.linalg.norm(unit) < 1e-9:
         raise InputError(f"quaternion {q.tolist()} is zero or not finite")
     pose = np.eye(4)
-    pose[:3, :3] = Rotation.from_quat(q / np.linalg.norm(q)).as_matrix()
+    pose[:3, :3] = Rotation.from_quat(unit / np.linalg.norm(unit)).as_matrix()
     pose[:3, 3] = xyz
     return pose
 

@@ -3,7 +3,7 @@
 * ``FASTDDS_BUILTIN_TRANSPORTS=LARGE_DATA`` unless the user set it: with Fast DDS defaults,
   large images between processes are dropped or delayed. Every peer needs the same setting
   (rviz2, ``ros2 topic echo``, scripts that do not import spatia_ros): a LARGE_DATA process and
-  a default one do not exchange data at all, even on one host. Export it in those shells, or
+  a default one exchange small messages but not large ones (images). Export it in those shells, or
   set ``FASTDDS_BUILTIN_TRANSPORTS=DEFAULT`` for spatia_ros too.
 * pip-wheel environment (``scripts/setup.sh``): colcon builds our interfaces, and a local
   ``tf2_msgs`` when no real one exists, into ``<repo>/.ros_ws/install`` (or ``$SPATIA_ROS_WS``).

@@ -15,18 +15,33 @@ Services: ``reset_world``, ``save_map``, ``load_map``, ``edit_memory``, ``step``
 Frames are produced by one worker thread; callbacks only validate and queue (they never wait
 for a frame). A frame is published as soon as it exists, before the memory is updated from it.
 ``cmd_vel`` and ``camera_pose`` are taken by a helper node, ``<name>_inputs`` in the same
-namespace, spun by a single-threaded executor of its own: the multi-threaded executor of the
-services spent a quarter of the process's CPU on its Python wait loop at 30 poses/s. Remap those
-topics globally (``-r camera_pose:=...``), not with a ``world_sim:`` node prefix. Camera streams
-are reliable by default (``sim.reliable_images``). Bad input is logged (throttled) and dropped;
-the node keeps publishing.
+namespace (its own ``__node`` rename, so a global ``-r __node:=...`` or launch's ``name=`` renames
+both without giving them one name), spun by a single-threaded executor of its own: the
+multi-threaded executor of the services spent a quarter of the process's CPU on its Python wait
+loop at 30 poses/s. Remap those topics globally (``-r camera_pose:=...``), not with a
+``world_sim:`` node prefix. Camera streams are reliable by default (``sim.reliable_images``). Bad
+input is logged (throttled) and dropped; no input, however hostile, stops the node taking inputs.
+
+Time: with ``use_sim_time`` true and ``sim.publish_clock`` true the node owns time (lockstep,
+stamps are sim time); with ``use_sim_time`` false stamps are wall time (``/clock`` is still
+published when ``sim.publish_clock`` is true); with ``use_sim_time`` true and
+``sim.publish_clock`` false stamps follow the ``/clock`` of another node (a warning says so).
+
+Files: ``save_map``/``load_map``/``ADD_PLY`` are confined to ``sim.map_dir`` (relative: below
+``$ROS_HOME/spatia_ros``, default ``~/.ros/spatia_ros/maps``); ``reset_world`` reads only inside
+``sim.map_dir`` and the folders of the ``world_dirs`` parameter (symlinks resolved).
+Jobs (``step``, ``generate_trajectory``) are bounded (``MAX_STEP_FRAMES``), cancelled when their
+caller gives up or the node shuts down; trajectory frames are paced at ``sim.rate_hz``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
+import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -38,7 +53,7 @@ import torch
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
-from rclpy.action import ActionServer, GoalResponse
+from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
@@ -71,6 +86,22 @@ EDIT_OPS = {EditMemory.Request.REMOVE_BOX: "remove_box", EditMemory.Request.RECO
 #: Parameters that may change while running; the others need a restart (or reset_world).
 DYNAMIC = {"generator.prompt", "sim.cmd_timeout", "sim.max_linear", "sim.max_angular", "sim.cloud_rate_hz",
            "sim.cloud_max_points", "sim.max_input_rate_hz"}
+#: Most frames one ``step`` call may ask for (about an hour at 30 Hz); more is refused.
+MAX_STEP_FRAMES = 100_000
+#: Most poses of one ``generate_trajectory`` goal.
+MAX_TRAJECTORY_POSES = 100_000
+
+
+def ros_home() -> str:
+    """``$ROS_HOME``, else ``~/.ros`` (where ROS 2 keeps logs; relative map folders go below it)."""
+    return os.path.expanduser(os.environ.get("ROS_HOME") or os.path.join("~", ".ros"))
+
+
+def resolve_map_dir(map_dir: str) -> str:
+    """``sim.map_dir`` as an absolute folder: relative names live in ``$ROS_HOME/spatia_ros``, so
+    maps never depend on the directory the node was started from."""
+    path = os.path.expanduser(map_dir or "maps")
+    return os.path.realpath(path if os.path.isabs(path) else os.path.join(ros_home(), "spatia_ros", path))
 
 
 @dataclass
@@ -83,6 +114,8 @@ class _Job:
     done: threading.Event = field(default_factory=threading.Event)
     produced: int = 0
     error: str = ""
+    cancelled: bool = False  # set by a caller that gave up, by a cancel request, or at shutdown
+    paced: bool = False  # at most sim.rate_hz frames per second of wall time (trajectories)
 
 
 def declare_config(node: Node, cfg: SpatiaConfig) -> SpatiaConfig:
@@ -103,10 +136,16 @@ class WorldSimNode(Node):
         super().__init__("world_sim", **kwargs)
         self.config = declare_config(self, SpatiaConfig())
         s = self.config.sim
+        s.map_dir = resolve_map_dir(s.map_dir)
+        self.world_dirs = [os.path.realpath(os.path.expanduser(d)) for d in self.declare_parameter(
+            "world_dirs", [""], ParameterDescriptor(
+                type=ParameterType.PARAMETER_STRING_ARRAY,
+                description="folders reset_world may read worlds from (besides sim.map_dir)")).value if d]
         self.get_logger().info(f"loading world '{self.config.world.source}' ...")
         self.sim = WorldSimulator(self.config)
         self.paused = s.start_paused
         self._cv = threading.Condition()
+        self._free_frame = False  # a free-running frame is being made (pause waits for it)
         self._jobs: deque[_Job] = deque()
         self._stop = threading.Event()
         self._last_input: dict[str, float] = {}
@@ -127,14 +166,22 @@ class WorldSimNode(Node):
         self.pub_mem_info = self.create_publisher(MemoryInfo, "memory_info", LATCHED)
         self.pub_odom = self.create_publisher(Odometry, "odom", RELIABLE_10)
         self.pub_clock = self.create_publisher(Clock, "/clock", RELIABLE_10) if s.publish_clock else None
+        use_sim_time = bool(self.get_parameter("use_sim_time").value)
+        self._sim_stamps = use_sim_time and s.publish_clock  # lockstep: stamps are this node's sim time
+        if use_sim_time and not s.publish_clock:
+            self.get_logger().warning("use_sim_time is true and sim.publish_clock is false: stamps follow the /clock "
+                                      "of another node (0 until one publishes)")
         self.tf = TfPublisher(self)
 
-        self.input_node = rclpy.create_node(f"{self.get_name()}_inputs", namespace=self.get_namespace(),
-                                            context=self.context, start_parameter_services=False)
+        # its own __node rename beats a global one (local arguments first), so the two never share a name
+        inputs_name = f"{self.get_name()}_inputs"
+        self.input_node = rclpy.create_node(inputs_name, namespace=self.get_namespace(), context=self.context,
+                                            cli_args=["--ros-args", "-r", f"__node:={inputs_name}"],
+                                            start_parameter_services=False)
         twist_type = TwistStamped if s.cmd_vel_stamped else Twist
-        self.input_node.create_subscription(twist_type, "cmd_vel", self._on_cmd_vel, 10)
+        self.input_node.create_subscription(twist_type, "cmd_vel", self._guard_input(self._on_cmd_vel), 10)
         # depth 1: a pose that arrives while a frame is being made replaces the older one
-        self.input_node.create_subscription(PoseStamped, "camera_pose", self._on_camera_pose, 1)
+        self.input_node.create_subscription(PoseStamped, "camera_pose", self._guard_input(self._on_camera_pose), 1)
         self._input_executor = SingleThreadedExecutor(context=self.context)
         self._input_executor.add_node(self.input_node)
         self.create_service(ResetWorld, "reset_world", self._guarded(self._on_reset), callback_group=cbg)
@@ -145,7 +192,8 @@ class WorldSimNode(Node):
         self.create_service(Trigger, "pause", lambda req, res: self._set_paused(True, res), callback_group=cbg)
         self.create_service(Trigger, "resume", lambda req, res: self._set_paused(False, res), callback_group=cbg)
         self._action = ActionServer(self, GenerateTrajectory, "generate_trajectory", self._on_generate,
-                                    goal_callback=self._on_goal, callback_group=cbg)
+                                    goal_callback=self._on_goal, cancel_callback=lambda _h: CancelResponse.ACCEPT,
+                                    callback_group=cbg)
         self.create_timer(1.0 / max(s.cloud_rate_hz, 1e-3), self._publish_memory, callback_group=MutuallyExclusiveCallbackGroup())
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._publish_static_tf()
@@ -158,7 +206,8 @@ class WorldSimNode(Node):
         self.get_logger().info(
             f"world_sim ready: {self.sim.world.init.source} world, {len(self.sim.world.memory)} voxels, "
             f"{k.width}x{k.height} @ {s.rate_hz:g} Hz, backend {self.sim.world.generator.name}, "
-            f"{'paused' if self.paused else 'running'}, tf via {self.tf.backend}"
+            f"{'paused' if self.paused else 'running'}, tf via {self.tf.backend}, "
+            f"{'sim' if self._sim_stamps else 'ROS clock'} stamps, maps in {s.map_dir}"
         )
 
     # -- worker ----------------------------------------------------------------------------
@@ -169,10 +218,10 @@ class WorldSimNode(Node):
                 self._input_executor.spin_once(timeout_sec=0.1)
             except (ExternalShutdownException, KeyboardInterrupt):
                 break
-            except Exception:  # the context went down between the check and the wait
+            except Exception as exc:  # noqa: BLE001 - the inputs must outlive anything a message does
                 if self._stop.is_set() or not self.context.ok():
-                    break
-                raise
+                    break  # the context went down between the check and the wait
+                self._warn(f"input dropped ({type(exc).__name__}): {exc}")
 
     def _run(self) -> None:
         period = 1.0 / self.config.sim.rate_hz
@@ -186,34 +235,58 @@ class WorldSimNode(Node):
                         break
                     now = time.monotonic()
                     if not self.paused and (now >= due or (self.config.sim.render_on_pose and self.sim.has_pending_pose)):
+                        self._free_frame = True
                         break
                     self._cv.wait(timeout=0.1 if self.paused else max(due - now, 0.0))
             if self._stop.is_set():
                 break
             try:
                 if job is None:
-                    due = max(due + period, time.monotonic())
+                    now = time.monotonic()
+                    # a deadline frame moves the deadline one period on; a pose-triggered one pushes it to
+                    # at most one period from now, so a burst of poses never silences free running
+                    due = max(due + period, now) if now >= due else now + period
                     self._produce()
                 else:
                     self._run_job(job)
-            except Exception:  # publishing after the context went down at shutdown
+            except Exception as exc:  # noqa: BLE001 - a failed publish must not end frame production
                 if self._stop.is_set() or not self.context.ok():
-                    break
-                raise
+                    break  # publishing after the context went down at shutdown
+                self.get_logger().error(f"publishing a frame failed ({type(exc).__name__}): {exc}",
+                                        throttle_duration_sec=2.0)
+            finally:
+                with self._cv:
+                    self._free_frame = False
+                    self._cv.notify_all()
 
     def _run_job(self, job: _Job) -> None:
         total = len(job.poses) or max(job.count, 1)
-        while job.produced < total and not self._stop.is_set():
-            pose = job.poses[job.produced] if job.poses else None
-            if not self._produce(pose):
-                job.error = "frame production failed (see the node's log)"
-                break
-            job.produced += 1
-            if job.feedback:
-                job.feedback(job.produced, total)
-        with self._cv:
-            self._jobs.popleft()
-        job.done.set()
+        next_at = time.monotonic()
+        try:
+            while job.produced < total and not self._stop.is_set() and not job.cancelled:
+                if job.paced:  # one frame per period of wall time; a cancel or shutdown ends the wait
+                    while not (self._stop.is_set() or job.cancelled) and time.monotonic() < next_at:
+                        self._stop.wait(min(next_at - time.monotonic(), 0.05))
+                    if self._stop.is_set() or job.cancelled:
+                        break
+                    next_at = max(next_at + 1.0 / self.config.sim.rate_hz, time.monotonic())
+                pose = job.poses[job.produced] if job.poses else None
+                try:
+                    made = self._produce(pose)
+                except Exception as exc:
+                    job.error = f"publishing frame {job.produced + 1} failed ({type(exc).__name__}): {exc}"
+                    raise
+                if not made:
+                    job.error = "frame production failed (see the node's log)"
+                    break
+                job.produced += 1
+                if job.feedback:
+                    job.feedback(job.produced, total)
+        finally:
+            with self._cv:
+                if job in self._jobs:
+                    self._jobs.remove(job)
+            job.done.set()
 
     def _produce(self, pose=None) -> bool:
         """Make and publish one frame; False (logged) if no frame came out."""
@@ -238,13 +311,13 @@ class WorldSimNode(Node):
 
     # -- publishing ------------------------------------------------------------------------
     def _stamp(self, frame: SimFrame) -> int:
-        return frame.stamp_ns if self.pub_clock is not None else self.get_clock().now().nanoseconds
+        return frame.stamp_ns if self._sim_stamps else self.get_clock().now().nanoseconds
 
     def _publish_frame(self, frame: SimFrame) -> None:
         s = self.config.sim
         ns = self._stamp(frame)
         if self.pub_clock is not None:
-            self.pub_clock.publish(Clock(clock=cv.ns_to_time(ns)))
+            self.pub_clock.publish(Clock(clock=cv.ns_to_time(frame.stamp_ns)))
         hdr = cv.header(s.optical_frame, ns)
         k = self.sim.world.intrinsics
         info = cv.camera_info_msg(k, hdr)
@@ -273,7 +346,7 @@ class WorldSimNode(Node):
         mem = self.sim.world.memory
         if not force and mem.revision == self._cloud_revision:
             return
-        ns = self.sim.sim_time_ns if self.pub_clock is not None else self.get_clock().now().nanoseconds
+        ns = self.sim.sim_time_ns if self._sim_stamps else self.get_clock().now().nanoseconds
         hdr = cv.header(self.config.sim.map_frame, ns)
         if force or self._cloud_stats is None or mem.content_version != self._cloud_content:
             with self.sim.lock:
@@ -289,6 +362,20 @@ class WorldSimNode(Node):
         self._cloud_revision = stats.revision
 
     # -- inputs ----------------------------------------------------------------------------
+    def _guard_input(self, callback):
+        """An input callback that drops (with a warning) whatever it cannot handle, instead of
+        letting an exception stop the inputs' executor."""
+
+        def call(msg) -> None:
+            try:
+                callback(msg)
+            except SpatiaError as exc:
+                self._warn(f"{callback.__name__[4:]} dropped: {exc}")
+            except Exception as exc:  # noqa: BLE001 - a message must never end input handling
+                self._warn(f"{callback.__name__[4:]} dropped ({type(exc).__name__}): {exc}")
+
+        return call
+
     def _warn(self, text: str, period: float = 2.0) -> None:
         """Log a warning, at most once per ``period`` for messages that differ only in numbers."""
         key = re.sub(r"[-+]?\d[\d.e+-]*", "#", text)
@@ -298,8 +385,11 @@ class WorldSimNode(Node):
             self.get_logger().warning(text)
 
     def _rate_ok(self, topic: str) -> bool:
+        rate = self.config.sim.max_input_rate_hz
+        if not (rate > 0 and math.isfinite(rate)):  # the schema refuses these; never divide by them
+            return True
         now = time.monotonic()
-        if now - self._last_input.get(topic, -1e9) < 1.0 / self.config.sim.max_input_rate_hz:
+        if now - self._last_input.get(topic, -1e9) < 1.0 / rate:
             self._warn(f"{topic} arrives faster than sim.max_input_rate_hz={self.config.sim.max_input_rate_hz:g}: dropped")
             return False
         self._last_input[topic] = now
@@ -348,16 +438,36 @@ class WorldSimNode(Node):
 
         return call
 
-    def _queue(self, job: _Job, timeout: float) -> _Job:
+    def _queue(self, job: _Job, timeout: float, cancelled=lambda: False) -> _Job:
+        """Queue ``job`` and wait for it; a job whose caller stops waiting (timeout, cancel request,
+        shutdown) is cancelled, so it never runs on unattended."""
         with self._cv:
+            if self._stop.is_set():
+                job.error = "shutting down"
+                return job
             self._jobs.append(job)
             self._cv.notify_all()
-        if not job.done.wait(timeout):
-            job.error = job.error or f"timed out after {timeout:.0f} s"
+        deadline = time.monotonic() + timeout
+        while not job.done.wait(0.1):
+            if self._stop.is_set() or cancelled() or time.monotonic() > deadline:
+                job.cancelled = True
+                job.error = job.error or ("shutting down" if self._stop.is_set() else "cancelled" if cancelled()
+                                          else f"timed out after {timeout:.0f} s")
+                with self._cv:
+                    if job in self._jobs and job is not self._jobs[0]:  # not started: drop it now
+                        self._jobs.remove(job)
+                        job.done.set()
+                job.done.wait(15.0)  # a started job stops after its current frame
+                break
         return job
 
     def _on_step(self, req, res):
-        job = self._queue(_Job(count=max(int(req.frames), 1)), timeout=60.0 + 10.0 * max(int(req.frames), 1))
+        frames = max(int(req.frames), 1)
+        if frames > MAX_STEP_FRAMES:
+            res.success, res.message = False, f"step of {frames} frames refused: at most {MAX_STEP_FRAMES} per call"
+            res.sim_time = cv.ns_to_time(self.sim.sim_time_ns)
+            return res
+        job = self._queue(_Job(count=frames), timeout=60.0 + 10.0 * frames)
         res.frames_published = job.produced
         res.success = not job.error
         res.message = job.error or f"published {job.produced} frame(s)"
@@ -365,9 +475,13 @@ class WorldSimNode(Node):
         return res
 
     def _set_paused(self, paused: bool, res):
+        """Pause answers once a free-running frame in production is published, so no free-running
+        frame follows the reply; jobs (``step``, ``generate_trajectory``) run while paused."""
         with self._cv:
             self.paused = paused
             self._cv.notify_all()
+            if paused:
+                self._cv.wait_for(lambda: not self._free_frame or self._stop.is_set(), timeout=10.0)
         res.success, res.message = True, "paused" if paused else "running"
         return res
 
@@ -377,8 +491,10 @@ class WorldSimNode(Node):
             res.success, res.message = False, f"unknown world kind {req.kind}"
             return res
         try:
-            world = WorldConfig(**{**self.config.world.__dict__, "source": kind, "path": req.path,
-                                   "depth_path": req.depth_path, "seed": int(req.seed)})
+            path = self._world_path(req.path) if kind != "builtin" else ""
+            depth = self._world_path(req.depth_path) if kind == "image_depth" and req.depth_path else ""
+            world = WorldConfig(**{**self.config.world.__dict__, "source": kind, "path": path,
+                                   "depth_path": depth, "seed": int(req.seed)})
             pose = cv.pose_to_matrix(req.initial_pose) if req.use_initial_pose else None
             self.sim.reset(world, pose)
         except SpatiaError as exc:
@@ -387,6 +503,18 @@ class WorldSimNode(Node):
         self._publish_memory(force=True)
         res.success, res.message = True, f"{kind} world loaded: {len(self.sim.world.memory)} voxels"
         return res
+
+    def _world_path(self, path: str) -> str:
+        """``path`` (relative: to ``sim.map_dir``) with symlinks resolved, if it lies inside
+        ``sim.map_dir`` or a ``world_dirs`` folder; the same error for everything else, so a request
+        never tells what exists outside them."""
+        if not path:
+            raise SpatiaError("reset_world needs a path for this world kind")
+        full = os.path.realpath(os.path.join(self.config.sim.map_dir, os.path.expanduser(path)))
+        for root in [self.config.sim.map_dir, *self.world_dirs]:
+            if full == root or full.startswith(root.rstrip(os.sep) + os.sep):
+                return full
+        raise SpatiaError(f"path {path!r} is not inside sim.map_dir or a world_dirs folder of this node")
 
     def _on_save(self, req, res):
         try:
@@ -448,8 +576,9 @@ class WorldSimNode(Node):
 
     # -- action ----------------------------------------------------------------------------
     def _on_goal(self, goal) -> GoalResponse:
-        if not goal.poses:
-            self.get_logger().warning("generate_trajectory goal without poses: rejected")
+        if not goal.poses or len(goal.poses) > MAX_TRAJECTORY_POSES:
+            self.get_logger().warning(f"generate_trajectory goal with {len(goal.poses)} poses "
+                                      f"(1 to {MAX_TRAJECTORY_POSES}): rejected")
             return GoalResponse.REJECT
         return GoalResponse.ACCEPT
 
@@ -471,14 +600,23 @@ class WorldSimNode(Node):
         def feedback(done, total):
             handle.publish_feedback(GenerateTrajectory.Feedback(frames_done=done, frames_total=total))
 
-        job = self._queue(_Job(poses=poses, feedback=feedback), timeout=60.0 + 10.0 * len(poses))
+        job = self._queue(_Job(poses=poses, feedback=feedback, paced=True), timeout=60.0 + 10.0 * len(poses),
+                          cancelled=lambda: handle.is_cancel_requested)
         result.frames, result.success = job.produced, not job.error
         result.message = job.error or f"generated {job.produced} frames"
-        handle.succeed() if result.success else handle.abort()
+        if result.success:
+            handle.succeed()
+        elif handle.is_cancel_requested:
+            handle.canceled()
+        else:
+            handle.abort()
         return result
 
     # -- parameters ------------------------------------------------------------------------
     def _on_set_parameters(self, params) -> SetParametersResult:
+        if any(p.name == "world_dirs" for p in params) and hasattr(self, "world_dirs"):
+            # at run time any DDS peer could widen what reset_world may read
+            return SetParametersResult(successful=False, reason="world_dirs takes effect only at start-up")
         changes = {p.name: p.value for p in params if p.name in self.config.flatten()}
         if not changes:
             return SetParametersResult(successful=True)
@@ -498,6 +636,8 @@ class WorldSimNode(Node):
     def shutdown(self) -> None:
         self._stop.set()
         with self._cv:
+            for job in self._jobs:
+                job.cancelled = True
             self._cv.notify_all()
         self._worker.join(timeout=5.0)
         self._input_thread.join(timeout=5.0)
@@ -513,11 +653,12 @@ def compute_threads(cpus: int | None = None) -> int:
     return max(1, cpus - 1)
 
 
-def main(args=None) -> None:
+def main(args=None) -> int:
+    """Run the node; 0 after Ctrl-C / SIGTERM, 1 when it cannot start (bad world, no checkpoint)."""
     if "OMP_NUM_THREADS" not in os.environ:  # an explicit setting wins
         torch.set_num_threads(compute_threads(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None))
     rclpy.init(args=args)
-    node = None
+    node, status = None, 0
     try:
         node = WorldSimNode()
         executor = MultiThreadedExecutor(num_threads=4)
@@ -526,13 +667,19 @@ def main(args=None) -> None:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except SpatiaError as exc:
-        print(f"world_sim: error: {exc}")
+        print(f"world_sim: error: {exc}", file=sys.stderr, flush=True)
+        status = 1
     finally:
+        # Ctrl-C in a terminal reaches the whole process group, and ros2 launch forwards a second
+        # SIGINT: the clean-up must not be cut short by it (a traceback and exit code -2)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
         if node is not None:
             node.shutdown()
             node.destroy_node()
         rclpy.try_shutdown()
+    return status
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,8 +9,34 @@ import uuid
 
 import pytest
 
-# A random domain per test run, so concurrent runs on one machine never see each other.
-os.environ['ROS_DOMAIN_ID'] = os.environ.get('SPATIA_TEST_DOMAIN_ID') or str(random.randint(1, 200))
+_DOMAIN_LOCK = None
+
+
+def _claim_domain():
+    """A ROS domain no other test run on this machine holds: a random free one of 1-200, claimed
+    with an exclusive lock on a file in the temp folder for as long as this process lives. A bare
+    random pick made two concurrent runs share a domain now and then: each then saw the other's
+    world_sim (wrong image sizes, edits applied to the wrong node)."""
+    global _DOMAIN_LOCK
+    import fcntl
+    import tempfile
+
+    ids = list(range(1, 201))
+    random.shuffle(ids)
+    for domain in ids:
+        lock = open(os.path.join(tempfile.gettempdir(), f'spatia_ros_test_domain_{domain}.lock'), 'w')
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            continue
+        _DOMAIN_LOCK = lock  # held (and the fd not inherited) until this process exits
+        return str(domain)
+    raise RuntimeError('all ROS test domains 1-200 are in use on this machine')
+
+
+# Loopback only, and a domain of its own per test run, so concurrent runs never see each other.
+os.environ['ROS_DOMAIN_ID'] = os.environ.get('SPATIA_TEST_DOMAIN_ID') or _claim_domain()
 os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
 import spatia_ros  # noqa: E402,F401  (environment: LARGE_DATA, generated interfaces)

@@ -16,10 +16,10 @@ except ImportError as exc:
     RCLPY_MISSING = f"rclpy is not importable ({exc}); run scripts/setup.sh"
 
 
-def start_module(args, log_path, ready, timeout=90):
+def start_module(args, log_path, ready, timeout=90, env=None, cwd=None):
     """``python -m args...`` with output in ``log_path``; waits until the log contains ``ready``."""
     log = open(log_path, "w+")
-    proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, text=True)
+    proc = subprocess.Popen([sys.executable, "-m", *args], stdout=log, stderr=subprocess.STDOUT, text=True, env=env, cwd=cwd)
     deadline = time.monotonic() + timeout
     while ready not in Path(log_path).read_text():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -45,25 +45,30 @@ def stop(proc, sig, timeout=20):
     return rc
 
 
-def start_world_sim(tmp, log_name, width, height, voxel_size, **sim):
-    """world_sim with a small camera and ``sim.*`` parameters (``map_dir`` inside ``tmp``)."""
-    sim = {"map_dir": str(Path(tmp) / "maps"), **sim}
+def start_world_sim(tmp, log_name, width, height, voxel_size, use_sim_time=True, world_dirs=(), extra_args=(),
+                    env=None, cwd=None, **sim):
+    """world_sim with a small camera and ``sim.*`` parameters (``map_dir`` inside ``tmp``; ``reset_world``
+    may read ``tmp`` and ``world_dirs``), stamping in sim time unless ``use_sim_time`` is false."""
+    sim = {"map_dir": str(Path(tmp) / "maps"), **sim}  # map_dir=None: the node's default
     params = Path(tmp) / "params.yaml"
+    dirs = ", ".join(repr(str(d)) for d in [tmp, *world_dirs])
     params.write_text("world_sim:\n  ros__parameters:\n"
+                      f"    use_sim_time: {'true' if use_sim_time else 'false'}\n"
+                      f"    world_dirs: [{dirs}]\n"
                       f"    camera: {{width: {width}, height: {height}}}\n"
                       f"    memory: {{voxel_size: {voxel_size}}}\n"
                       "    sim: {" + ", ".join(f"{k}: {v!r}" if isinstance(v, str) else f"{k}: {v}"
-                                           for k, v in sim.items()) + "}\n")
-    return start_module(["spatia_ros.world_sim_node", "--ros-args", "--params-file", str(params)],
-                        Path(tmp) / log_name, "world_sim ready")
+                                           for k, v in sim.items() if v is not None) + "}\n")
+    return start_module(["spatia_ros.world_sim_node", "--ros-args", "--params-file", str(params), *extra_args],
+                        Path(tmp) / log_name, "world_sim ready", env=env, cwd=cwd)
 
 
 @contextmanager
-def running_world_sim(tmp, log_name, width, height, voxel_size, **sim):
+def running_world_sim(tmp, log_name, width, height, voxel_size, **kwargs):
     """:func:`start_world_sim` as a context: yields the process (``proc.tmp`` = ``tmp``, with a
     ``maps`` folder) and stops it with SIGTERM on exit."""
     (Path(tmp) / "maps").mkdir(exist_ok=True)
-    proc = start_world_sim(tmp, log_name, width, height, voxel_size, **sim)
+    proc = start_world_sim(tmp, log_name, width, height, voxel_size, **kwargs)
     proc.tmp = tmp
     try:
         yield proc

@@ -1,6 +1,7 @@
 """bench/bench_ros_latency.py still runs: a tiny pose-in -> image-out run across two processes."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -21,7 +22,7 @@ def test_latency_benchmark_smoke(tmp_path):
     out = tmp_path / "bench.json"
     cmd = [sys.executable, str(REPO / "bench" / "bench_ros_latency.py"), "--width", "160", "--height", "120",
            "--voxel", "0.03", "--seconds", "3", "--rate", "10", "--warmup", "1", "--probe-rate", "20",
-           "--probe-seconds", "2", "--out", str(out)]
+           "--probe-seconds", "2", "--domain", os.environ["ROS_DOMAIN_ID"], "--out", str(out)]  # this run's own domain
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=240, cwd=str(REPO))
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     data = json.loads(out.read_text())

@@ -20,9 +20,43 @@ CAMERA = ["/camera/image_raw", "/camera/camera_info", "/camera/depth/image_raw",
           "/camera/scene_projection"]
 
 
+def _record_while_world_sim_logs(ros, sim, full_log, seconds):
+    """Once both recorders are matched, wait until ``seconds`` of sim time pass on /clock, and have
+    world_sim log a warning meanwhile (a camera_pose in an unknown frame, re-sent until its log
+    shows it). /rosout keeps a message only 10 s (its lifespan), so "world_sim ready" may be gone
+    before a slow recorder joins."""
+    from geometry_msgs.msg import PoseStamped
+    from rosgraph_msgs.msg import Clock
+
+    clocks = []
+    sub = ros.node.create_subscription(Clock, "/clock", lambda m: clocks.append(_ns(m.clock)), 100)
+    pub = ros.node.create_publisher(PoseStamped, "camera_pose", 10)
+    bad = PoseStamped()
+    bad.header.frame_id, bad.pose.orientation.w = "recorder_test_frame", 1.0
+    try:
+        # "recording" is logged when the subscriptions exist, not when discovery has matched them
+        assert ros.spin_until(lambda: ros.node.count_subscribers("/camera/image_raw") >= 2, 60), \
+            "both recorders subscribed to the images"
+        deadline = time.monotonic() + 60  # the full recorder logs its first /clock: it is receiving
+        while "/clock received" not in full_log.read_text():
+            assert time.monotonic() < deadline, "the full recorder received no /clock"
+            ros.spin_until(lambda: False, timeout=0.1)
+        clocks.clear()
+        deadline = time.monotonic() + 60
+        while "recorder_test_frame" not in sim.log_path.read_text():
+            assert time.monotonic() < deadline, "world_sim never logged the bad pose"
+            pub.publish(bad)
+            ros.spin_until(lambda: False, timeout=0.3)
+        assert ros.spin_until(lambda: len(clocks) > 1 and clocks[-1] - clocks[0] >= seconds * 1e9, 120), "no sim time"
+    finally:
+        ros.node.destroy_subscription(sub)
+        ros.node.destroy_publisher(pub)
+
+
 @pytest.fixture(scope="module")
-def session(tmp_path_factory):
-    """Record ~3 s of world_sim with two recorders: all topics (auto clock, SIGINT) and a few (wall clock, SIGTERM).
+def session(tmp_path_factory, ros):
+    """Record 3 s of sim time of world_sim with two recorders: all topics (auto clock, SIGINT) and a
+    few (wall clock, SIGTERM).
 
     The second one also asks for /rosout, which is not a world_sim topic: it is found in the graph.
     """
@@ -34,7 +68,7 @@ def session(tmp_path_factory):
                       "session_recorder: recording")
         few = start_module(["spatia_ros.recorder_node", "--ros-args", "-p", f"output:={tmp / 'few'}", "-p", "clock:=wall",
                       "-p", "topics:=[camera/image_raw, /tf_static, memory_info, /rosout]"], tmp / "few.log", "session_recorder: recording")
-        time.sleep(RECORD_S)
+        _record_while_world_sim_logs(ros, sim, tmp / "full.log", RECORD_S)
         rc = {"full": stop(full, signal.SIGINT), "few": stop(few, signal.SIGTERM)}
     finally:
         stop(sim, signal.SIGTERM)
@@ -119,7 +153,8 @@ def test_recorded_bytes_are_the_published_cdr(session):
 def test_topic_subset_in_wall_time(session):
     msgs, counts, _ = _read(session["tmp"] / "few")
     assert set(counts) == {"/camera/image_raw", "/tf_static", "/memory_info", "/rosout"}
-    assert any("world_sim ready" in m.msg for _, _, m in msgs["/rosout"]), "discovered topic, latched QoS of its publisher"
+    assert any("recorder_test_frame" in m.msg and m.name == "world_sim" for _, _, m in msgs["/rosout"]), \
+        "discovered topic, recorded with the QoS of its publisher"
     assert len(msgs["/camera/image_raw"]) >= 0.5 * RATE * RECORD_S and len(msgs["/tf_static"]) == 1
     now = time.time_ns()
     assert all(now - 600e9 < t <= now for items in msgs.values() for t, _, _ in items), "wall-clock record times"
