@@ -134,13 +134,7 @@ def run_crash_points(scenario: str, setup: str, action: str, check: str, calls: 
         "shutil.rmtree(root, ignore_errors=True)\n"
         "print('RESULTS' + json.dumps(results))\n"
     )
-    # one thread: a forked child must not inherit a busy OpenMP pool (it would wait on it forever)
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=300, cwd=REPO,
-                          env=env)
-    assert proc.returncode == 0, proc.stderr[-4000:]
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("RESULTS"))
-    return json.loads(line[len("RESULTS"):])
+    return _run_driver(driver)
 
 
 def run_random_kills(scenario: str, setup: str, body: str, check: str, trials: int = 20, max_delay: float = 0.05,
@@ -193,6 +187,12 @@ def run_random_kills(scenario: str, setup: str, body: str, check: str, trials: i
         "shutil.rmtree(root, ignore_errors=True)\n"
         "print('RESULTS' + json.dumps(results))\n"
     )
+    return _run_driver(driver)
+
+
+def _run_driver(driver: str) -> list:
+    """Run a kill-driver script in a fresh interpreter and return the results it prints."""
+    # one thread: a forked child must not inherit a busy OpenMP pool (it would wait on it forever)
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "NUMBA_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-c", driver], capture_output=True, text=True, timeout=300, cwd=REPO,
                           env=env)

@@ -74,3 +74,18 @@ def running_world_sim(tmp, log_name, width, height, voxel_size, **kwargs):
         yield proc
     finally:
         stop(proc, signal.SIGTERM)
+
+
+def pids_where(field: str, value: int) -> list[int]:
+    """Live (non-zombie) processes whose ``/proc/PID/stat`` field ``ppid`` or ``pgrp`` equals ``value``."""
+    index = {"ppid": 1, "pgrp": 2}[field]
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[index]) == value and fields[0] != "Z":
+                pids.append(int(entry.name))
+    return pids

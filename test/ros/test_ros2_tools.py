@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import RCLPY_MISSING
+from processes import RCLPY_MISSING, pids_where
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / ".ros_tools"
@@ -57,16 +57,7 @@ def symlink_env():
 
 def _group(pgid):
     """Live processes of process group ``pgid``."""
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[2]) == pgid and fields[0] != "Z":
-                pids.append(int(entry.name))
-    return pids
+    return pids_where("pgrp", pgid)
 
 
 class Launched:

@@ -9,23 +9,14 @@ from pathlib import Path
 
 import pytest
 
-from processes import RCLPY_MISSING
+from processes import RCLPY_MISSING, pids_where
 
 pytestmark = pytest.mark.skipif(bool(RCLPY_MISSING), reason=RCLPY_MISSING)
 
 
 def _children(pid):
     """Pids whose parent is ``pid``."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(fields[1]) == pid:
-                out.append(int(entry.name))
-    return out
+    return pids_where("ppid", pid)
 
 
 def _alive(pid):
