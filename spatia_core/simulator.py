@@ -23,6 +23,7 @@ import torch
 from .config import SpatiaConfig, WorldConfig
 from .errors import InputError
 from .geometry import validate_pose
+from .paths import resolve_inside
 from .memory import MemoryEditor, load_ply, save_ply
 from .robot import CameraMount, KinematicBase
 from .world import SpatiaWorld
@@ -142,12 +143,8 @@ class WorldSimulator:
             raise InputError(f"map name {name!r} must end in .ply")
         # symlinks are followed, then the target must still be a .ply inside map_dir; the same
         # error whether or not the outside target exists, and nothing outside is opened
-        try:
-            root = self.map_dir.resolve()
-            target = (root / name).resolve()
-        except (OSError, ValueError, RuntimeError):
-            target = None
-        if target is None or not target.is_relative_to(root) or target == root or target.suffix != ".ply":
+        target = resolve_inside(name, [self.map_dir], base=self.map_dir)
+        if target is None or target == self.map_dir.resolve() or target.suffix != ".ply":
             raise InputError(f"map name {name!r} must be a plain file name inside the map directory")
         return target
 

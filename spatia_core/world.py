@@ -114,7 +114,7 @@ class SpatiaWorld:
         self.pose: np.ndarray | None = None
         self.frames_generated = 0
         self.clips_generated = 0
-        self.round_latents: list = []
+        self.round_latents: list = []  # each clip's latents for the final decode (release layout)
 
     def _new_memory(self) -> SpatialMemory:
         m = self.config.memory
@@ -151,7 +151,7 @@ class SpatiaWorld:
         self.pose = init.start_pose.copy()
         self.frames_generated = 0
         self.clips_generated = 0
-        self.round_latents: list = []  # each clip's latents for the final decode (release layout)
+        self.round_latents = []
         if self.dynamics is not None and hasattr(self.dynamics, "reset"):
             self.dynamics.reset()
         if init.frames:
@@ -323,11 +323,11 @@ class SpatiaWorld:
         """
         from .retrieval_release import select_references_release
 
+        if self.layout == "release" and self.clips_generated == 0:
+            return []  # the release's first round has no references
         r = self.config.retrieval
         known = (self.generator.known_frames(history, self.clips_generated)
                  if hasattr(self.generator, "known_frames") else history)
-        if self.layout == "release" and self.clips_generated == 0:
-            return []  # the release's first round has no references
         hist_ids = {fid for fid, _ in self.history}
         pool = [i for i, f in enumerate(self.bank.frames) if f.frame_id not in hist_ids][:: r.history_stride]
         if not pool or len(self.memory) == 0:

@@ -65,6 +65,7 @@ from std_srvs.srv import Trigger
 from spatia_core.config import SpatiaConfig, WorldConfig
 from spatia_core.errors import SpatiaError
 from spatia_core.geometry import Intrinsics
+from spatia_core.paths import resolve_inside
 from spatia_core.simulator import SimFrame, WorldSimulator
 from spatia_ros import conversions as cv
 from spatia_ros.action import GenerateTrajectory
@@ -510,10 +511,9 @@ class WorldSimNode(Node):
         never tells what exists outside them."""
         if not path:
             raise SpatiaError("reset_world needs a path for this world kind")
-        full = os.path.realpath(os.path.join(self.config.sim.map_dir, os.path.expanduser(path)))
-        for root in [self.config.sim.map_dir, *self.world_dirs]:
-            if full == root or full.startswith(root.rstrip(os.sep) + os.sep):
-                return full
+        full = resolve_inside(path, [self.config.sim.map_dir, *self.world_dirs], base=self.config.sim.map_dir)
+        if full is not None:
+            return str(full)
         raise SpatiaError(f"path {path!r} is not inside sim.map_dir or a world_dirs folder of this node")
 
     def _on_save(self, req, res):

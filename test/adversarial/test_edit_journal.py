@@ -13,7 +13,7 @@ import pytest
 from spatia_core.cli import main
 from spatia_core.memory import SpatialMemory, read_ply_points, save_ply
 
-from conftest import run_crash_points
+from kill_drivers import run_crash_points
 
 
 def _map(path, n=400, seed=0):

@@ -18,7 +18,7 @@ import pytest
 from spatia_core.config import SpatiaConfig
 from spatia_core.errors import FileFormatError, InputError
 
-from conftest import REPO
+from kill_drivers import REPO
 
 
 # -- row 9 and the values the config should refuse ------------------------------------------------

@@ -3,7 +3,7 @@ each file is whole, old or new, never a mix, and killed writers' temporaries are
 
 from __future__ import annotations
 
-from conftest import run_random_kills
+from kill_drivers import run_random_kills
 
 TORCH = "import torch\ntorch.set_num_threads(1)\nimport numpy as np\n"
 
