@@ -150,6 +150,8 @@ class Intrinsics:
         return [self.fx / self.width, self.fy / self.height, self.cx / self.width, self.cy / self.height]
 
     def resized(self, width: int, height: int) -> "Intrinsics":
-        """The same camera at another resolution (scales focal lengths and principal point)."""
-        sx, sy = width / self.width, height / self.height
-        return Intrinsics(self.fx * sx, self.fy * sy, self.cx * sx, self.cy * sy, width, height)
+        """The same camera at another resolution: focal lengths scale, the principal point keeps
+        pixel edges aligned, ``c' = (c + 0.5) s - 0.5`` (:func:`spatia_core.cameras.resized_matrix`)."""
+        from .cameras import resized_matrix
+
+        return Intrinsics.from_matrix(resized_matrix(self, width, height), width, height)

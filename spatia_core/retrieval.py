@@ -23,7 +23,7 @@ import scipy.sparse as sp
 import torch
 
 from .geometry import Intrinsics
-from .memory.spatial_memory import backproject
+from .cameras import backproject
 from .memory.voxel_hash import VoxelHash, voxel_keys
 
 

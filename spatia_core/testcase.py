@@ -127,18 +127,9 @@ def _read_w2c(path: Path) -> np.ndarray:
 
 
 def _read_mask(path: Path, shape: tuple[int, int]) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
+    from .cameras import read_mask
 
-    try:
-        with Image.open(path) as im:
-            arr = np.asarray(im)
-    except (OSError, UnidentifiedImageError, ValueError) as exc:
-        raise FileFormatError(f"{path}: cannot decode mask ({exc})") from None
-    if arr.ndim == 3:
-        arr = arr[..., :3].max(axis=2) if arr.shape[2] >= 3 else arr[..., 0]
-    if arr.shape != shape:
-        raise FileFormatError(f"{path}: mask is {arr.shape[1]}x{arr.shape[0]}, image is {shape[1]}x{shape[0]}")
-    return arr != 0
+    return read_mask(path, shape)
 
 
 #: Our optional depth files beside ``img.jpg``, in the order they are looked for.

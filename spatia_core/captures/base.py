@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..cameras import resized_matrix, undistort
 from ..errors import FileFormatError, InputError
 from ..geometry import Intrinsics
 
@@ -51,8 +52,7 @@ def scale_intrinsics(k: Intrinsics, width: int, height: int) -> Intrinsics:
     Pixel ``i`` covers ``[i - 0.5, i + 0.5]`` (centres at integers, as the renderer and the
     multi-view sweep use them), so ``c' = (c + 0.5) s - 0.5`` and ``f' = f s``.
     """
-    sx, sy = width / k.width, height / k.height
-    return Intrinsics(k.fx * sx, k.fy * sy, (k.cx + 0.5) * sx - 0.5, (k.cy + 0.5) * sy - 0.5, width, height)
+    return Intrinsics.from_matrix(resized_matrix(k, width, height), width, height)
 
 
 def working_size(width: int, height: int, max_size: int) -> tuple[int, int]:
@@ -74,8 +74,7 @@ def load_image(img: PosedImage, max_size: int = 0) -> tuple[np.ndarray, Intrinsi
             raise FileFormatError(f"{img.path} is {w}x{h} but its camera is {k.width}x{k.height}")
         k = scale_intrinsics(k, w, h)  # e.g. a downscaled copy of the calibrated images
     if img.distortion:
-        km = k.matrix()
-        bgr = cv2.undistort(bgr, km, np.asarray(img.distortion, np.float64), None, km)
+        bgr = undistort(bgr, k, img.distortion)
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     if max_size:
         ww, hh = working_size(w, h, max_size)

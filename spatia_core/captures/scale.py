@@ -14,6 +14,7 @@ import logging
 import cv2
 import numpy as np
 
+from ..cameras import project
 from ..errors import InputError
 from ..geometry import Intrinsics, invert_pose
 
@@ -76,11 +77,9 @@ def triangulate_matches(rgb_a: np.ndarray, cam_a: tuple, rgb_b: np.ndarray, cam_
 
 def view_depths(points: np.ndarray, pose: np.ndarray, k: Intrinsics) -> np.ndarray:
     """Depths (float64) of the world ``points`` that project inside the view."""
-    cam = (points - pose[:3, 3]) @ pose[:3, :3]
-    z = cam[:, 2]
+    uv, z = project(points, pose, k.matrix())
     front = z > 0
-    u = k.fx * cam[front, 0] / z[front] + k.cx
-    v = k.fy * cam[front, 1] / z[front] + k.cy
+    u, v = uv[front, 0], uv[front, 1]
     inside = (u >= -0.5) & (u < k.width - 0.5) & (v >= -0.5) & (v < k.height - 0.5)
     return z[front][inside]
 

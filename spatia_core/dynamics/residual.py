@@ -30,6 +30,7 @@ from collections import deque
 import cv2
 import numpy as np
 
+from ..cameras import backproject, pixel_index
 from ..errors import InputError
 from ..geometry import Intrinsics, validate_poses
 
@@ -89,16 +90,15 @@ class ResidualDynamics:
         """bool (H, W): candidate pixels of one frame contradicted by any of ``others``."""
         v, u = np.nonzero(cand)
         z = t_depth[v, u].astype(np.float64)
-        cam = np.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], 1)
-        world = cam @ t_pose[:3, :3].T + t_pose[:3, 3]
+        world = backproject(t_depth, k, t_pose, cand)
         colour = t_rgb[v, u].astype(np.int16)
         moved = np.zeros(len(z), dtype=bool)
         for s_rgb, s_depth, s_pose in others:
             pc = (world - s_pose[:3, 3]) @ s_pose[:3, :3]
             zs = pc[:, 2]
             front = zs > self.min_depth
-            us = np.round(pc[:, 0] / np.where(front, zs, 1) * k.fx + k.cx).astype(np.int64)
-            vs = np.round(pc[:, 1] / np.where(front, zs, 1) * k.fy + k.cy).astype(np.int64)
+            us = pixel_index(pc[:, 0] / np.where(front, zs, 1) * k.fx + k.cx)
+            vs = pixel_index(pc[:, 1] / np.where(front, zs, 1) * k.fy + k.cy)
             inside = front & (us >= 0) & (us < k.width) & (vs >= 0) & (vs < k.height)
             idx = np.nonzero(inside)[0]
             ds = s_depth[vs[idx], us[idx]]

@@ -35,13 +35,9 @@ log = logging.getLogger(__name__)
 
 def read_mask_image(path: str | Path) -> np.ndarray:
     """bool (H, W) from a mask image (non-zero in any channel = True)."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileFormatError(f"dynamic mask image not found: {path}")
-    img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
-    if img is None:
-        raise FileFormatError(f"cannot read mask image {path}")
-    return (img.max(-1) if img.ndim == 3 else img) > 0
+    from ..cameras import read_mask
+
+    return read_mask(path)
 
 
 def mask_objects(mask: np.ndarray, min_area: int = 4) -> list[np.ndarray]:

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..cameras import backproject, pixel_index, project
 from ..geometry import Intrinsics
 
 
@@ -53,30 +54,23 @@ def depth_edges(depth: np.ndarray | torch.Tensor, edge_rel: float = 0.05) -> tor
 
 def _world_points(depth: torch.Tensor, k: Intrinsics, pose: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Valid pixel indices (int64 (M,)) and their world points float64 (M, 3)."""
-    h, w = depth.shape
     flat = depth.reshape(-1)
     idx = (flat > 0).nonzero(as_tuple=True)[0]
-    v, u = (idx // w).double(), (idx % w).double()
-    z = flat[idx].double()
-    cam = torch.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], 1)
-    p = torch.as_tensor(pose, dtype=torch.float64)
-    return idx, cam @ p[:3, :3].T + p[:3, 3]
+    return idx, backproject(depth.double(), k, torch.as_tensor(pose, dtype=torch.float64), depth > 0)
 
 
 def _lookup(points: torch.Tensor, depth: torch.Tensor, k: Intrinsics, pose: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
     """Depth of ``points`` in view (``pose``, ``k``) and that view's own depth at the nearest pixel
-    (``floor(x + 0.5)``, 0 outside the image or where it has none)."""
-    p = torch.as_tensor(pose, dtype=torch.float64)
-    cam = (points - p[:3, 3]) @ p[:3, :3]
-    z = cam[:, 2]
-    zs = torch.where(z > 1e-9, z, torch.ones_like(z))
-    u = torch.floor(k.fx * cam[:, 0] / zs + k.cx + 0.5)
-    v = torch.floor(k.fy * cam[:, 1] / zs + k.cy + 0.5)
+    (:func:`~spatia_core.cameras.pixel_index`, 0 outside the image or where it has none)."""
+    uv, z = project(points, torch.as_tensor(pose, dtype=torch.float64), k.matrix())
+    front = z > 1e-9
+    q = pixel_index(torch.where(front[:, None], uv, torch.zeros_like(uv)))
+    u, v = q[:, 0], q[:, 1]
     h, w = depth.shape
-    inside = (z > 1e-9) & (u >= 0) & (u < w) & (v >= 0) & (v < h)
+    inside = front & (u >= 0) & (u < w) & (v >= 0) & (v < h)
     own = torch.zeros_like(z)
     ii = inside.nonzero(as_tuple=True)[0]
-    own[ii] = depth[v[ii].long(), u[ii].long()].double()
+    own[ii] = depth[v[ii], u[ii]].double()
     return z, own
 
 

@@ -41,7 +41,7 @@ def mapanything_available() -> bool:
 
 
 def _k(intr: Intrinsics) -> np.ndarray:
-    return np.array([[intr.fx, 0, intr.cx], [0, intr.fy, intr.cy], [0, 0, 1]], dtype=np.float32)
+    return intr.matrix().astype(np.float32)
 
 
 class MapAnythingDepth:

@@ -35,6 +35,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..cameras import scaled_matrix
 from ..errors import InputError
 from ..geometry import Intrinsics
 
@@ -51,10 +52,8 @@ class _View:
 
 
 def _k_matrix(k: Intrinsics, sx: float, sy: float) -> np.ndarray:
-    """3x3 intrinsics scaled to a resized image (pixel centres kept aligned)."""
-    return np.array([[k.fx * sx, 0.0, (k.cx + 0.5) * sx - 0.5],
-                     [0.0, k.fy * sy, (k.cy + 0.5) * sy - 0.5],
-                     [0.0, 0.0, 1.0]])
+    """3x3 intrinsics scaled to a resized image (``cameras.resized_matrix``'s half-pixel rule)."""
+    return scaled_matrix(k, sx, sy)
 
 
 def _box(x: torch.Tensor, r: int) -> torch.Tensor:

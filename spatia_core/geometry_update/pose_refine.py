@@ -25,6 +25,7 @@ import logging
 import numpy as np
 
 from .._open3d import open3d
+from ..cameras import backproject
 from ..errors import InputError
 from ..geometry import Intrinsics, invert_pose, validate_poses
 from .base import PoseCorrection
@@ -53,13 +54,8 @@ def _orthonormal(delta: np.ndarray) -> np.ndarray:
 
 
 def _backproject(depth: np.ndarray, k: Intrinsics, pose: np.ndarray, stride: int = 1) -> np.ndarray:
-    """World points float64 (M, 3) of the pixels with depth > 0 (x = (u - cx) z / fx, ...)."""
-    d = depth[::stride, ::stride]
-    v, u = np.nonzero(d > 0)
-    z = d[v, u].astype(np.float64)
-    u, v = u * stride, v * stride
-    cam = np.stack([(u - k.cx) * z / k.fx, (v - k.cy) * z / k.fy, z], 1)
-    return cam @ pose[:3, :3].T + pose[:3, 3]
+    """World points float64 (M, 3) of every ``stride``-th pixel with depth > 0 (:func:`~spatia_core.cameras.backproject`)."""
+    return backproject(np.asarray(depth), k, pose, stride=stride)
 
 
 class MemoryPoseRefiner:
