@@ -17,6 +17,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "SpatiaConfig": "config",
     "BackendUnavailableError": "errors",
+    "EntityError": "errors",
     "FileFormatError": "errors",
     "InputError": "errors",
     "SpatiaError": "errors",

@@ -20,3 +20,17 @@ class FileFormatError(SpatiaError, OSError):
 
 class BackendUnavailableError(SpatiaError, RuntimeError):
     """A backend's optional dependency, weights or device is missing."""
+
+
+class EntityError(InputError):
+    """An entity operation was refused; ``reason`` says why: ``unknown`` (no entity of that name),
+    ``exists`` (the name is taken), ``bad_pose`` (pose or scale invalid), ``bad_name`` or ``empty``
+    (no points to make it from)."""
+
+    REASONS = ("unknown", "exists", "bad_pose", "bad_name", "empty")
+
+    def __init__(self, reason: str, message: str):
+        if reason not in self.REASONS:
+            raise ValueError(f"unknown EntityError reason {reason!r}")
+        super().__init__(f"{message} ({reason})")
+        self.reason = reason

@@ -13,6 +13,7 @@ Map files are confined to ``sim.map_dir``: names with folders, ``..`` or other s
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -23,10 +24,19 @@ import torch
 from .config import SpatiaConfig, WorldConfig
 from .errors import InputError
 from .geometry import validate_pose
-from .paths import resolve_inside
+from .paths import open_inside, resolve_inside
 from .memory import MemoryEditor, load_ply, save_ply
+from .memory import entities as entity_ops
 from .robot import CameraMount, KinematicBase
 from .world import SpatiaWorld
+
+
+@contextmanager
+def _opened_or_refused(path: Path, root: Path, name: str):
+    with open_inside(path, [root]) as pinned:
+        if pinned is None:  # swapped for a symlink (or a FIFO) after the check: the same refusal
+            raise InputError(f"map name {name!r} must be a plain file name inside the map directory")
+        yield pinned
 
 
 @dataclass
@@ -156,9 +166,14 @@ class WorldSimulator:
 
     def load_map(self, name: str) -> Path:
         path = self.map_path(name)
-        with self.lock:
-            load_ply(path, self.world.memory)
+        with self.opened_map(name, path) as pinned, self.lock:
+            load_ply(pinned, self.world.memory)
         return path
+
+    def opened_map(self, name: str, path: Path):
+        """``path`` (from :meth:`map_path`) opened without a check-then-open race
+        (:func:`~spatia_core.paths.open_inside`): a context yielding a path that reads the opened file."""
+        return _opened_or_refused(path, self.map_dir, name)
 
     #: ``edit`` operations: box, mask (a camera view), objects, fused points and undo.
     EDIT_OPERATIONS = ("remove_box", "recolor_box", "add_points", "remove_mask", "recolor_mask", "add_ply", "undo")
@@ -199,10 +214,41 @@ class WorldSimulator:
                     return ed.remove_mask(mask, pose, k, depth_range)
                 return ed.recolor_mask(mask, pose, k, color, depth_range)
             if operation == "add_ply":
-                return ed.add_ply(self.map_path(filename or ""), object_pose, scale)
+                with self.opened_map(filename or "", self.map_path(filename or "")) as pinned:
+                    return ed.add_ply(pinned, object_pose, scale)
             if operation == "undo":
                 return ed.undo().voxels_changed
         raise InputError(f"unknown edit operation {operation!r}")
+
+    # -- entities (see :mod:`spatia_core.memory.entities`) -----------------------------------
+    def spawn_entity(self, name: str, *, points=None, colors=None, ply=None, pose=np.eye(4), scale: float = 1.0):
+        """Add entity ``name`` to the memory: ``points`` (N, 3) in its frame with ``colors`` (N, 3)
+        uint8 or float [0, 1], or the PLY file ``ply`` (a path the caller has confined), at ``pose``
+        (4x4 map <- entity) and ``scale``. Returns its :class:`~spatia_core.memory.EntityInfo`;
+        :class:`~spatia_core.errors.EntityError` (``.reason``) when refused."""
+        with self.lock:
+            return entity_ops.spawn_entity(self.world.memory, name, points=points, colors=colors, ply=ply, pose=pose,
+                                         scale=scale)
+
+    def delete_entity(self, name: str) -> None:
+        """Remove entity ``name`` (what it covered of the static scene comes back)."""
+        with self.lock:
+            entity_ops.delete_entity(self.world.memory, name)
+
+    def set_entity_pose(self, name: str, pose):
+        """Move entity ``name`` to ``pose`` (its voxels are removed and re-inserted, no ghost)."""
+        with self.lock:
+            return entity_ops.set_entity_pose(self.world.memory, name, pose)
+
+    def entities(self) -> list:
+        """Every entity of the memory, by id."""
+        with self.lock:
+            return entity_ops.entities(self.world.memory)
+
+    def entity(self, name: str):
+        """Entity ``name`` now; ``EntityError`` with reason ``unknown`` if there is none."""
+        with self.lock:
+            return entity_ops.entity(self.world.memory, name)
 
     def memory_cloud(self, max_points: int | None = None) -> tuple[np.ndarray, np.ndarray]:
         """The memory's points, every n-th one so at most ``max_points`` remain: (xyz, rgb uint8)."""

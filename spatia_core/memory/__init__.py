@@ -1,4 +1,4 @@
-"""Spatial memory: the voxelised coloured point cloud of the static scene."""
+"""Spatial memory: the voxelised coloured point cloud of the scene, with named entities in it."""
 
 from .edit import (
     EditRecord,
@@ -14,12 +14,24 @@ from .edit import (
     remove_box,
     remove_mask,
 )
-from .ply import load_ply, read_ply_points, save_ply
-from .spatial_memory import FuseResult, MemoryStats, SpatialMemory, backproject, check_rgbd
+from .blocks import BlockIndex
+from .entities import EntityInfo, delete_entity, set_entity_pose, spawn_entity  # and entities.entity/entities()
+from .ply import MapData, load_ply, read_map, read_ply_points, save_ply
+from .snapshot import Snapshot
+from .spatial_memory import FuseResult, MemoryStats, SpatialMemory, WriteResult, backproject, check_rgbd
 from .voxel_hash import VoxelHash, pack_coords, unpack_keys, voxel_keys
 
 __all__ = [
+    "BlockIndex",
     "EditRecord",
+    "EntityInfo",
+    "MapData",
+    "Snapshot",
+    "WriteResult",
+    "delete_entity",
+    "read_map",
+    "set_entity_pose",
+    "spawn_entity",
     "FuseResult",
     "MemoryEditor",
     "add_object",

@@ -36,28 +36,35 @@ voxels and puts the saved state back:
   never invalidates the journal;
 * clearing or reloading the memory (``clear()``, ``load_ply``) invalidates the whole journal:
   undoing edits of another map would corrupt it.
+
+Entities (:mod:`.entities`) are not journaled. Box and mask edits treat their voxels like any
+other; undo never removes or overwrites a voxel an entity holds now, and never brings back
+voxels of an entity that has moved or gone since (what it would put under an entity comes back
+when the entity leaves). All edits go through the memory's public operations
+(:meth:`SpatialMemory.write_voxels`, ``remove``, ``recolor``, ``capture``, ``restore``).
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import weakref
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 
+from ..cameras import pixel_index, project
 from ..errors import InputError
 from ..geometry import Intrinsics, validate_pose
-from ..render import as_rgb_float
+from .colors import as_rgb_float
+from .snapshot import Snapshot
 from .spatial_memory import FuseResult, SpatialMemory
-from .voxel_hash import pack_coords, unpack_keys
+from .voxel_hash import pack_coords
 
 log = logging.getLogger(__name__)
 
-#: Per-voxel arrays of a SpatialMemory that make up a voxel's state (``_block`` is derived).
-_FIELDS = ("_keys", "_xyz", "_rgb", "_count", "_last_seen")
+#: The saved state of some voxels (kept under its old name).
+VoxelState = Snapshot
 
 
 # -- validation ---------------------------------------------------------------------------------
@@ -148,11 +155,8 @@ def in_mask(memory: SpatialMemory, mask, pose, intrinsics: Intrinsics, depth_ran
         return torch.zeros(0, dtype=torch.bool, device=memory.device)
     k = intrinsics
     pose_t = torch.as_tensor(pose, dtype=torch.float32, device=memory.device)
-    cam = (memory.xyz - pose_t[:3, 3]) @ pose_t[:3, :3]
-    z = cam[:, 2]
-    zs = z.clamp(min=1e-6)
-    u = torch.floor(cam[:, 0] / zs * k.fx + k.cx + 0.5).to(torch.int64)
-    v = torch.floor(cam[:, 1] / zs * k.fy + k.cy + 0.5).to(torch.int64)
+    uv, z = project(memory.xyz, pose_t, k.matrix())  # float32 on the memory's device; uv is inf/nan where z <= 0
+    u, v = pixel_index(uv).unbind(1)  # int64; only read where sel (z > near_min) below
     near_min = 1e-3 if depth_range is None else max(near, 1e-3)
     sel = (z > near_min) & (u >= 0) & (u < k.width) & (v >= 0) & (v < k.height)
     uu, vv = torch.where(sel, u, 0), torch.where(sel, v, 0)
@@ -168,16 +172,11 @@ def in_mask(memory: SpatialMemory, mask, pose, intrinsics: Intrinsics, depth_ran
 # -- plain edits (no journal) -------------------------------------------------------------------
 def remove_box(memory: SpatialMemory, lo, hi) -> int:
     """Remove every voxel inside the box; returns how many were removed."""
-    return memory.keep_only(~in_box(memory, lo, hi))
+    return memory.remove(in_box(memory, lo, hi))
 
 
 def _paint(memory: SpatialMemory, select: torch.Tensor, rgb) -> int:
-    colour = _colour(rgb)
-    n = int(select.sum())
-    if n:
-        memory._rgb[: len(memory)][select] = torch.tensor(colour, dtype=torch.float32, device=memory.device)
-        memory.revision += 1
-    return n
+    return memory.recolor(select, _colour(rgb))
 
 
 def recolor_box(memory: SpatialMemory, lo, hi, rgb) -> int:
@@ -188,7 +187,7 @@ def recolor_box(memory: SpatialMemory, lo, hi, rgb) -> int:
 
 def remove_mask(memory: SpatialMemory, mask, pose, intrinsics: Intrinsics, depth_range=None, tolerance=None) -> int:
     """Remove the voxels a 2D mask selects (see :func:`in_mask`); returns how many."""
-    return memory.keep_only(~in_mask(memory, mask, pose, intrinsics, depth_range, tolerance))
+    return memory.remove(in_mask(memory, mask, pose, intrinsics, depth_range, tolerance))
 
 
 def recolor_mask(memory: SpatialMemory, mask, pose, intrinsics: Intrinsics, rgb, depth_range=None, tolerance=None) -> int:
@@ -200,20 +199,6 @@ def recolor_mask(memory: SpatialMemory, mask, pose, intrinsics: Intrinsics, rgb,
 def add_points(memory: SpatialMemory, xyz, rgb) -> FuseResult:
     """Add coloured points (float (N, 3) metres, uint8 or [0, 1] (N, 3) colours) to the memory."""
     return memory.insert_points(xyz, rgb)
-
-
-def _voxelise(memory: SpatialMemory, xyz: torch.Tensor, rgb: torch.Tensor):
-    """Mean point and colour per voxel, means kept strictly inside their voxel (as fusion does)."""
-    keys = pack_coords(torch.floor(xyz / memory.voxel_size).to(torch.int64))
-    uniq, inv = torch.unique(keys, return_inverse=True)
-    m = uniq.numel()
-    cnt = torch.zeros(m, device=memory.device).index_add_(0, inv, torch.ones_like(xyz[:, 0]))
-    mean_xyz = torch.zeros(m, 3, device=memory.device).index_add_(0, inv, xyz) / cnt[:, None]
-    mean_rgb = torch.zeros(m, 3, device=memory.device).index_add_(0, inv, rgb) / cnt[:, None]
-    lo = unpack_keys(uniq).float() * memory.voxel_size
-    margin = 0.01 * memory.voxel_size
-    mean_xyz = torch.minimum(torch.maximum(mean_xyz, lo + margin), lo + (memory.voxel_size - margin))
-    return uniq, mean_xyz, mean_rgb
 
 
 def _transform(xyz: torch.Tensor, pose, scale: float) -> torch.Tensor:
@@ -230,23 +215,8 @@ def _add_voxels(memory: SpatialMemory, xyz, rgb, pose=None, scale: float = 1.0, 
     xyz, rgb = _points(memory, xyz, rgb)
     if int(count) < 1:
         raise InputError(f"count must be >= 1, got {count}")
-    keys, mean_xyz, mean_rgb = _voxelise(memory, _transform(xyz, pose, scale), rgb)
-    ids = memory._index.find(keys)
-    previous = VoxelState.capture(memory, ids[ids >= 0])
-    created = keys[ids < 0]
-    ids, is_new = memory._index.insert(keys)
-    if memory._index.size > memory._keys.shape[0]:
-        memory._alloc(max(memory._index.size, 2 * memory._keys.shape[0]))
-    memory._keys[ids] = keys
-    memory._xyz[ids] = mean_xyz
-    memory._rgb[ids] = mean_rgb
-    memory._count[ids] = int(count)
-    memory._last_seen[ids] = max(memory.frames_fused - 1, 0)
-    memory._block[ids] = memory._block_ids(mean_xyz)
-    memory._n = memory._index.size
-    memory._layout_version += 1
-    memory.revision += 1
-    return int(keys.numel()), previous, created
+    result = memory.write_voxels(_transform(xyz, pose, scale), rgb, int(count))
+    return int(result.keys.numel()), result.previous, result.created
 
 
 def add_object(memory: SpatialMemory, xyz, rgb, pose=None, scale: float = 1.0, count: int = 1) -> int:
@@ -265,34 +235,6 @@ def add_ply(memory: SpatialMemory, path: str | os.PathLike, pose=None, scale: fl
 
 
 # -- journal ------------------------------------------------------------------------------------
-@dataclass
-class VoxelState:
-    """Full state of some voxels, copied out of a memory."""
-
-    keys: torch.Tensor  # int64 (M,)
-    xyz: torch.Tensor  # float32 (M, 3)
-    rgb: torch.Tensor  # float32 (M, 3)
-    count: torch.Tensor  # int32 (M,)
-    last_seen: torch.Tensor  # int32 (M,)
-    index: torch.Tensor  # int64 (M,) positions in the memory's arrays when captured
-
-    @classmethod
-    def capture(cls, memory: SpatialMemory, ids: torch.Tensor) -> "VoxelState":
-        ids = torch.as_tensor(ids, dtype=torch.int64, device=memory.device).reshape(-1)
-        ids = torch.sort(ids).values
-        return cls(*(getattr(memory, name)[ids].clone() for name in _FIELDS), ids.clone())
-
-    def __len__(self) -> int:
-        return int(self.keys.numel())
-
-    def subset(self, sel: torch.Tensor) -> "VoxelState":
-        return VoxelState(self.keys[sel], self.xyz[sel], self.rgb[sel], self.count[sel], self.last_seen[sel], self.index[sel])
-
-    @property
-    def nbytes(self) -> int:
-        return len(self) * (8 + 12 + 12 + 4 + 4 + 8)
-
-
 @dataclass
 class EditRecord:
     """What one edit changed (enough to undo it)."""
@@ -313,47 +255,6 @@ class EditRecord:
         return self.previous.nbytes + int(self.created.numel()) * 8
 
 
-def _put(memory: SpatialMemory, state: VoxelState, in_place: bool) -> None:
-    """Write ``state`` back: overwrite voxels that exist, re-create the others (at their recorded
-    positions when ``in_place``, i.e. the arrays are exactly the pre-edit ones minus them)."""
-    if len(state) == 0:
-        return
-    memory._layout_version += 1  # blocks may change
-    ids = memory._index.find(state.keys)
-    present = ids >= 0
-    if present.any():
-        p = ids[present]
-        memory._xyz[p] = state.xyz[present]
-        memory._rgb[p] = state.rgb[present]
-        memory._count[p] = state.count[present]
-        memory._last_seen[p] = state.last_seen[present]
-        memory._block[p] = memory._block_ids(state.xyz[present])
-    absent = state.subset(~present)
-    if len(absent) == 0:
-        return
-    n, m = len(memory), len(absent)
-    total = n + m
-    if total > memory._keys.shape[0]:
-        memory._alloc(max(total, 2 * memory._keys.shape[0]))
-    blocks = memory._block_ids(absent.xyz)
-    pos = absent.index
-    if in_place and int(pos.max()) < total and torch.unique(pos).numel() == m:
-        slot = torch.zeros(total, dtype=torch.bool, device=memory.device)
-        slot[pos] = True
-        others = (~slot).nonzero(as_tuple=True)[0]
-        for name, value in zip(_FIELDS + ("_block",), (absent.keys, absent.xyz, absent.rgb, absent.count, absent.last_seen, blocks)):
-            arr = getattr(memory, name)
-            arr[others] = arr[:n].clone()
-            arr[pos] = value
-        memory._n = total
-        memory._index.rebuild(memory._keys[:total])
-    else:
-        ids, _ = memory._index.insert(absent.keys)
-        for name, value in zip(_FIELDS + ("_block",), (absent.keys, absent.xyz, absent.rgb, absent.count, absent.last_seen, blocks)):
-            getattr(memory, name)[ids] = value
-        memory._n = memory._index.size
-
-
 class MemoryEditor:
     """Edits of one memory with an undo journal (see the module docstring for the guarantees).
 
@@ -367,16 +268,16 @@ class MemoryEditor:
         self.memory = memory
         self.max_undo, self.max_undo_bytes = int(max_undo), int(max_undo_bytes)
         self._records: list[EditRecord] = []
-        self._epoch = weakref.ref(memory._index)
+        self._epoch = memory.epoch
 
     # -- journal ---------------------------------------------------------------------------
     def _check_epoch(self) -> None:
         """Drop the journal when the memory was cleared or reloaded since the last edit."""
-        if self._epoch() is not self.memory._index:
+        if self._epoch != self.memory.epoch:
             if self._records:
                 log.info("memory was cleared or reloaded: %d undo entries dropped", len(self._records))
             self._records.clear()
-            self._epoch = weakref.ref(self.memory._index)
+            self._epoch = self.memory.epoch
 
     @property
     def history(self) -> list[str]:
@@ -398,26 +299,26 @@ class MemoryEditor:
 
     def _begin(self) -> tuple[int, int, int]:
         self._check_epoch()
-        return self.memory.revision, self.memory.frames_fused, self.memory._layout_version
+        return self.memory.revision, self.memory.frames_fused, self.memory.layout_version
 
     def _end(self, name: str, changed: int, previous: VoxelState, created, start: tuple, exact=True) -> int:
         mem = self.memory
         created = torch.as_tensor(created if created is not None else [], dtype=torch.int64, device=mem.device)
         if mem.revision != start[0]:  # something changed: undoable
             self._push(EditRecord(name, changed, previous, created, start[0], mem.revision, start[1], exact,
-                                  start[2], mem._layout_version))
+                                  start[2], mem.layout_version))
         return changed
 
     # -- edits -----------------------------------------------------------------------------
     def _remove(self, name: str, select: torch.Tensor) -> int:
         start = self._begin()
-        previous = VoxelState.capture(self.memory, select.nonzero(as_tuple=True)[0])
-        n = self.memory.keep_only(~select)
+        previous = self.memory.capture(select.nonzero(as_tuple=True)[0])
+        n = self.memory.remove(select)
         return self._end(name, n, previous, None, start)
 
     def _recolor(self, name: str, select: torch.Tensor, rgb) -> int:
         start = self._begin()
-        previous = VoxelState.capture(self.memory, select.nonzero(as_tuple=True)[0])
+        previous = self.memory.capture(select.nonzero(as_tuple=True)[0])
         n = _paint(self.memory, select, rgb)
         return self._end(name, n, previous, None, start)
 
@@ -464,8 +365,8 @@ class MemoryEditor:
         mem = self.memory
         pts, _ = _points(mem, xyz, rgb)
         keys = torch.unique(pack_coords(torch.floor(pts / mem.voxel_size).to(torch.int64)))
-        ids = mem._index.find(keys)
-        previous = VoxelState.capture(mem, ids[ids >= 0])
+        ids = mem.find(keys)
+        previous = mem.capture(ids[ids >= 0])
         created = keys[ids < 0]
         n_before = len(mem)
         result = mem.insert_points(xyz, rgb)
@@ -481,13 +382,15 @@ class MemoryEditor:
         rec = self._records.pop()
         exact = rec.exact and mem.revision == rec.revision_after
         # no voxel added or removed since the edit (only observations): positions are still valid
-        same_layout = rec.exact and mem._layout_version == rec.layout_after
+        same_layout = rec.exact and mem.layout_version == rec.layout_after
         if rec.created.numel():
-            ids = mem._index.find(rec.created)
-            keep = torch.ones(len(mem), dtype=torch.bool, device=mem.device)
-            keep[ids[ids >= 0]] = False
-            mem.keep_only(keep)
-        _put(mem, rec.previous, in_place=same_layout)
+            ids = mem.find(rec.created)
+            ids = ids[ids >= 0]
+            ids = ids[mem.entity_ids[ids] == 0]  # voxels an entity holds now stay (edits never create entity voxels)
+            drop = torch.zeros(len(mem), dtype=torch.bool, device=mem.device)
+            drop[ids] = True
+            mem.remove(drop)
+        mem.restore(rec.previous, in_place=same_layout)
         if exact:
             mem.frames_fused = rec.frames_fused_before
         mem.revision += 1
@@ -496,5 +399,5 @@ class MemoryEditor:
             if exact and prev.revision_after == rec.revision_before:
                 prev.revision_after = mem.revision  # the memory is as that edit left it
             if same_layout and prev.layout_after == rec.layout_before:
-                prev.layout_after = mem._layout_version  # same voxels in the same order as it left them
+                prev.layout_after = mem.layout_version  # same voxels in the same order as it left them
         return rec

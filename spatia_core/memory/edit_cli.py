@@ -58,7 +58,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--recolor-box", metavar="X0,Y0,Z0,X1,Y1,Z1:R,G,B", **op,
                         help="paint the voxels inside the box with the colour R,G,B (0-255)")
     parser.add_argument("--remove-mask", metavar="MASK.png", **op,
-                        help="remove what the mask (non-zero pixels) selects in the view --pose/--intrinsics")
+                        help="remove what the mask selects in the view --pose/--intrinsics (an image: pixels with any "
+                             "non-zero colour channel, alpha ignored; or a .npy array: non-zero)")
     parser.add_argument("--recolor-mask", metavar="MASK.png:R,G,B", **op, help="paint what the mask selects")
     parser.add_argument("--pose", metavar="FILE|16 VALUES", **op,
                         help="camera-to-map pose of the mask's view (OpenCV axes): a text file with a 4x4 (or 3x4) "
@@ -122,16 +123,16 @@ def _pose(text: str):
 
 
 def _mask(path: str):
-    import cv2
+    """The mask image (or ``.npy``) of a mask edit, read by :func:`spatia_core.cameras.read_mask`:
+    a pixel is selected where any colour channel is non-zero, alpha ignored.
 
-    if not Path(path).is_file():
-        raise FileFormatError(f"no such mask image: {path}")
-    img = cv2.imread(path, cv2.IMREAD_UNCHANGED)
-    if img is None or img.size == 0:
-        raise FileFormatError(f"cannot read the mask image {path}")
-    if img.ndim == 3:
-        img = img.max(axis=2)
-    return img > (127 if img.max() > 1 else 0)
+    Before the one shared rule this reader used ``> 127`` (``> 0`` for 0/1 images) over every
+    channel, alpha included: now a grey value of 1..127 (an anti-aliased or JPEG edge) counts as
+    selected, and an RGBA file whose colour is black is empty whatever its alpha.
+    """
+    from ..cameras import read_mask
+
+    return read_mask(path)
 
 
 def _nearest(ops: list, i: int, kind: str):

@@ -1,17 +1,20 @@
 """Atomic, verified PLY save/load of a :class:`SpatialMemory`.
 
 The file holds one vertex per voxel: float x y z, uchar red green blue and, when written by
-us, int ``count`` (observations), binary little-endian. Saving writes a temporary file in the
+us, int ``count`` (observations) and int ``entity`` (0: static scene), binary little-endian;
+the entities themselves (names, poses, scales, source points) follow in the same file (see
+:mod:`.map_entities`), so one atomic write covers the whole map. Saving writes a temporary file in the
 same folder, fsyncs it, checks its size and reads it back (a full disk or a short write is an
 error, never a truncated map), then renames it over the target, so a crash mid-save leaves the
 previous map intact; temporaries left by killed saves of the same file are removed. Loading
-checks the whole file before the memory is touched: a failed load leaves it as it was.
+checks the whole file (entities included) before the memory is touched: a failed load leaves it
+as it was. Maps without entity ids (older files, other tools') load as all static.
 """
 
 from __future__ import annotations
 
 import os
-import re
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,17 +22,24 @@ import numpy as np
 from .._open3d import open3d
 from ..errors import FileFormatError, InputError
 from ..outputs import fsync_dir, sweep_stale_temps, temp_name
+from . import map_entities
 from .spatial_memory import SpatialMemory
 
 _VERTEX = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("red", "u1"), ("green", "u1"), ("blue", "u1"),
-                    ("count", "<i4")])
+                    ("count", "<i4"), ("entity", "<i4")])
 _TMP_SUFFIX = ".tmp.ply"
+_PROPS = {"<f4": "float", "u1": "uchar", "<i4": "int"}
 
 
-def _header(n: int) -> bytes:
-    props = {"<f4": "float", "u1": "uchar", "<i4": "int"}
-    lines = ["ply", "format binary_little_endian 1.0", "comment spatia_ros spatial memory", f"element vertex {n}"]
-    lines += [f"property {props[_VERTEX[name].str.replace('|', '')]} {name}" for name in _VERTEX.names]
+def _properties(dtype: np.dtype) -> list[str]:
+    return [f"property {_PROPS[dtype[name].str.replace('|', '')]} {name}" for name in dtype.names]
+
+
+def _header(n: int, comments=(), elements=()) -> bytes:
+    lines = ["ply", "format binary_little_endian 1.0", "comment spatia_ros spatial memory", *comments,
+             f"element vertex {n}", *_properties(_VERTEX)]
+    for name, rows in elements:
+        lines += [f"element {name} {len(rows)}", *_properties(rows.dtype)]
     return ("\n".join(lines + ["end_header"]) + "\n").encode("ascii")
 
 
@@ -51,24 +61,32 @@ def save_ply(memory: SpatialMemory, path: str | os.PathLike) -> Path:
     if not path.parent.is_dir():
         raise FileFormatError(f"folder does not exist: {path.parent}")
     xyz, rgb, counts = memory.to_numpy()
+    entity_ids = memory.entity_ids.cpu().numpy().astype(np.int32)
     rows = np.empty(len(xyz), _VERTEX)
     rows["x"], rows["y"], rows["z"] = xyz.T
     rows["red"], rows["green"], rows["blue"] = rgb.T
     rows["count"] = counts
-    header = _header(len(rows))
+    rows["entity"] = entity_ids
+    saved = map_entities.from_memory(memory)
+    comments, elements = map_entities.header_lines(saved)
+    header = _header(len(rows), comments, elements)
     _sweep(path)
     tmp = temp_name(path, _TMP_SUFFIX)
     try:
         with open(tmp, "xb") as fh:
             fh.write(header)
             fh.write(rows.tobytes())
+            for _, extra in elements:
+                fh.write(extra.tobytes())
             fh.flush()
             os.fsync(fh.fileno())
-        size, expected = tmp.stat().st_size, len(header) + rows.nbytes
+        size, expected = tmp.stat().st_size, len(header) + rows.nbytes + sum(e.nbytes for _, e in elements)
         if size != expected:
             raise OSError(f"short write: {size} of {expected} bytes")
-        back = read_ply_points(tmp, allow_empty=True)
-        if not (np.array_equal(back[0], xyz) and np.array_equal(back[1], rgb) and np.array_equal(back[2], counts)):
+        back = read_map(tmp)
+        if not (np.array_equal(back.xyz, xyz) and np.array_equal(back.rgb, rgb) and np.array_equal(back.counts, counts)
+                and np.array_equal(back.entity_ids, entity_ids) and len(back.entities) == len(saved)
+                and all(a.same(b) for a, b in zip(back.entities, saved))):
             raise OSError("the file read back differs from the memory")
         os.replace(tmp, path)
         fsync_dir(path.parent)
@@ -147,6 +165,12 @@ def _check_ascii_body(fh, elements: list[list], path: Path) -> None:
 
 
 def read_ply_points(path: str | os.PathLike, allow_empty: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Read a PLY point cloud: ``(xyz float32 (N,3), rgb uint8 (N,3), counts int32 (N,) or None)``
+    (see :func:`_read_points`)."""
+    return _read_points(path, allow_empty)[:3]
+
+
+def _read_points(path, allow_empty: bool = False):
     """Read a PLY point cloud: ``(xyz float32 (N,3), rgb uint8 (N,3), counts int32 (N,) or None)``.
 
     Files without colours get mid-grey. Raises :class:`FileFormatError` for a missing,
@@ -159,7 +183,7 @@ def read_ply_points(path: str | os.PathLike, allow_empty: bool = False) -> tuple
         raise FileFormatError(f"no such file: {path}")
     declared = _check_ply(path)
     if declared == 0 and allow_empty:
-        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.int32)
+        return np.zeros((0, 3), np.float32), np.zeros((0, 3), np.uint8), np.zeros(0, np.int32), np.zeros(0, np.int32)
     pcd = o3d.t.io.read_point_cloud(str(path))
     if pcd.is_empty() or "positions" not in pcd.point:
         raise FileFormatError(f"unreadable or empty PLY point cloud: {path}")
@@ -174,7 +198,29 @@ def read_ply_points(path: str | os.PathLike, allow_empty: bool = False) -> tuple
     else:
         rgb = np.full_like(xyz, 128, dtype=np.uint8)
     counts = pcd.point.count.numpy().reshape(-1).astype(np.int32) if "count" in pcd.point else None
-    return xyz, rgb, counts
+    entity = pcd.point.entity.numpy().reshape(-1).astype(np.int32) if "entity" in pcd.point else None
+    return xyz, rgb, counts, entity
+
+
+@dataclass
+class MapData:
+    """Everything a map file holds."""
+
+    xyz: np.ndarray  # float32 (N, 3)
+    rgb: np.ndarray  # uint8 (N, 3)
+    counts: np.ndarray | None  # int32 (N,) observations, None for files without them
+    entity_ids: np.ndarray  # int32 (N,), zeros for files without entity ids
+    entities: list  # [map_entities.SavedEntity], by id
+
+
+def read_map(path: str | os.PathLike) -> MapData:
+    """Read and check a whole map file (an empty map is valid); :class:`FileFormatError` if bad."""
+    path = Path(path)
+    xyz, rgb, counts, entity = _read_points(path, allow_empty=True)
+    if entity is not None and len(entity) and int(entity.min()) < 0:
+        raise FileFormatError(f"map has negative entity ids: {path}")
+    saved = map_entities.read(path, entity)
+    return MapData(xyz, rgb, counts, entity if entity is not None else np.zeros(len(xyz), np.int32), saved)
 
 
 def load_ply(path: str | os.PathLike, memory: SpatialMemory) -> SpatialMemory:
@@ -187,11 +233,54 @@ def load_ply(path: str | os.PathLike, memory: SpatialMemory) -> SpatialMemory:
 
     from .voxel_hash import voxel_keys
 
-    xyz, rgb, counts = read_ply_points(path, allow_empty=True)
+    data = read_map(path)
     try:
-        voxel_keys(torch.from_numpy(xyz), memory.voxel_size)  # raises for points outside the voxel grid
+        voxel_keys(torch.from_numpy(data.xyz), memory.voxel_size)  # raises for points outside the voxel grid
+        for e in data.entities:
+            voxel_keys(torch.from_numpy(e.covered_xyz), memory.voxel_size)
     except InputError as exc:
         raise FileFormatError(f"cannot load {path}: {exc}") from None
+    counts = np.maximum(data.counts, 1) if data.counts is not None else None
+    static = data.entity_ids == 0
     memory.clear()
-    memory.insert_points(xyz, rgb, counts=np.maximum(counts, 1) if counts is not None else None)
+    if static.all():
+        memory.insert_points(data.xyz, data.rgb, counts=counts)
+    else:
+        memory.insert_points(data.xyz[static], data.rgb[static], counts=None if counts is None else counts[static])
+    restore_entities(memory, data, counts)
     return memory
+
+
+def restore_entities(memory: SpatialMemory, data: MapData, counts: np.ndarray | None) -> None:
+    """Register the map's entities in ``memory`` (just loaded with its static voxels) and write
+    their voxels as saved."""
+    import torch
+
+    from .entities import EntityRecord
+    from .snapshot import Snapshot
+    from .voxel_hash import voxel_keys
+
+    table = memory.entity_table
+    for e in data.entities:
+        mine = data.entity_ids == e.id
+        covered = None
+        if len(e.covered_xyz):
+            cxyz = torch.as_tensor(e.covered_xyz, device=memory.device)
+            k = voxel_keys(cxyz, memory.voxel_size)
+            _, idx = np.unique(k.cpu().numpy(), return_index=True)  # one voxel per key (another voxel size)
+            idx_t = torch.as_tensor(idx, device=memory.device)
+            m = len(idx)
+            covered = Snapshot(k[idx_t], cxyz[idx_t], torch.as_tensor(e.covered_rgb, device=memory.device)[idx_t],
+                               torch.as_tensor(e.covered_count, device=memory.device)[idx_t],
+                               torch.zeros(m, dtype=torch.int32, device=memory.device),
+                               torch.arange(m, device=memory.device))
+        rec = EntityRecord(e.name, e.id, e.pose, e.scale, e.source, torch.as_tensor(e.points, device=memory.device),
+                           torch.as_tensor(e.colors, device=memory.device), table.new_placement(), covered)
+        table.add(rec)
+        if mine.any():
+            result = memory.write_voxels(data.xyz[mine], data.rgb[mine], 1 if counts is None else counts[mine], e.id)
+            static = result.previous.entity == 0
+            if bool(static.any()):  # saved at another voxel size: what it lands on is covered too
+                extra = result.previous.subset(static)
+                rec.covered = extra if rec.covered is None else rec.covered.merged(extra)
+

@@ -1,4 +1,4 @@
-"""SpatialMemory: the voxelised, coloured point cloud of the static scene (Spatia's memory).
+"""SpatialMemory: the voxelised, coloured point cloud of the scene (Spatia's memory).
 
 Each occupied voxel holds one point: the running mean of the positions and colours observed in
 it, an observation count (frames that saw it) and the index of the last frame that saw it.
@@ -12,6 +12,19 @@ Size bound (eviction rule): when more than ``max_voxels`` voxels are occupied, t
 recently observed voxels are dropped (ties: fewest observations first) until
 ``evict_fraction * max_voxels`` remain. Eviction compacts the arrays and rebuilds the hash, an
 O(memory) step that happens at most once per ``(1 - evict_fraction) * max_voxels`` new voxels.
+Voxels of entities are never evicted (see below).
+
+Entities: every voxel carries an entity id (int32, :attr:`entity_ids`): 0 for the static scene,
+``>= 1`` for a named object placed by :mod:`spatia_core.memory.entities` (registered in
+:attr:`entity_table`). Entity voxels are written only by entity operations: fusing observations
+(:meth:`insert_points`, :meth:`insert_frame`) never changes them and never gives a fused voxel
+an entity id, so what the generator saw of an entity is not absorbed into the static scene at
+the voxels the entity occupies, and nothing of it stays behind when the entity moves. (Static
+geometry fused from pixels the memory did not cover stays static, as any observation.)
+
+The public operations below (:meth:`write_voxels`, :meth:`remove`, :meth:`recolor`,
+:meth:`capture`, :meth:`capture_region`, :meth:`restore`, :meth:`find`) are how edits, undo and
+entities change the memory; nothing else writes its arrays.
 """
 
 from __future__ import annotations
@@ -22,12 +35,19 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..cameras import backproject  # re-exported: spatia_core.memory.backproject
 from ..errors import InputError
 from ..geometry import Intrinsics, validate_pose
-from ..render import BlockIndex, as_rgb_float
+from .blocks import BlockIndex
+from .colors import as_rgb_float
+from .entities import EntityTable
+from .snapshot import Snapshot
 from .voxel_hash import VoxelHash, pack_coords, unpack_keys
 
 log = logging.getLogger(__name__)
+
+#: The per-voxel arrays (``_block`` is derived from ``_xyz``).
+_ARRAYS = ("_keys", "_xyz", "_rgb", "_count", "_last_seen", "_block", "_entity")
 
 
 @dataclass
@@ -55,16 +75,14 @@ class FuseResult:
     depth_dropped: int = 0  # depth readings (> 0) of the frame outside [min_depth, max_depth], not fused
 
 
-def backproject(depth: torch.Tensor, intrinsics: Intrinsics, pose: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """World points of the ``valid`` pixels: x = (u - cx) z / fx, y = (v - cy) z / fy.
+@dataclass
+class WriteResult:
+    """What :meth:`SpatialMemory.write_voxels` did."""
 
-    ``depth`` float (H, W) metres, ``pose`` (4, 4) camera-to-world; returns float32 (M, 3).
-    """
-    v, u = valid.nonzero(as_tuple=True)
-    z = depth[v, u]
-    cam = torch.stack([(u.float() - intrinsics.cx) * z / intrinsics.fx, (v.float() - intrinsics.cy) * z / intrinsics.fy, z], 1)
-    pose = pose.to(cam)
-    return cam @ pose[:3, :3].T + pose[:3, 3]
+    keys: torch.Tensor  # int64 (M,) the voxels written
+    ids: torch.Tensor  # int64 (M,) their positions in the arrays
+    previous: Snapshot  # the voxels it replaced, as they were
+    created: torch.Tensor  # int64 keys of the voxels that did not exist before
 
 
 def check_rgbd(rgb, depth, intrinsics: Intrinsics, mask=None) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
@@ -99,6 +117,9 @@ def check_rgbd(rgb, depth, intrinsics: Intrinsics, mask=None) -> tuple[np.ndarra
     return rgb, depth, mask
 
 
+#: most voxels reserved up front on the CPU (52 bytes each: ~3.3 GB of address space, not of RAM)
+_MAX_RESERVE = 64 << 20
+
 class SpatialMemory:
     """Voxelised coloured point cloud with incremental fusion (see module docstring)."""
 
@@ -127,6 +148,7 @@ class SpatialMemory:
         self.frames_fused = 0
         self.revision = 0
         self.depth_dropped = 0  # readings outside [min_depth, max_depth] so far (reported, see insert_frame)
+        self.epoch = 0  # bumped by clear(): journals and snapshots of an older epoch are void
         self.clear()
 
     # -- storage ---------------------------------------------------------------------------
@@ -148,12 +170,25 @@ class SpatialMemory:
         self._n = 0
         self._layout_version = 0  # changes when voxels are added or removed
         self._blocks_cache: tuple[int, BlockIndex] | None = None
+        self.entity_table = EntityTable()
         self._alloc(1024)
         self.revision += 1
+        self.epoch += 1
+
+    def _grow_to(self, needed: int) -> None:
+        """Make room for ``needed`` voxels. On the CPU the first growth reserves the whole size
+        bound (``max_voxels`` plus one eviction's slack): ``torch.empty`` only reserves address
+        space, pages are touched as voxels arrive, so a growing memory never pays an O(memory)
+        copy mid-stream (those were the 130-280 ms spikes at 1.3M and 2.6M voxels). Elsewhere
+        (device memory is committed when allocated) the arrays double."""
+        capacity = max(needed, 2 * self._keys.shape[0])
+        if self.device.type == "cpu":
+            capacity = max(capacity, min(self.max_voxels + self.max_voxels // 4 + (1 << 16), _MAX_RESERVE))
+        self._alloc(capacity)
 
     def _alloc(self, capacity: int) -> None:
-        def grow(name, shape, dtype, fill=0):
-            new = torch.full((capacity, *shape), fill, dtype=dtype, device=self.device)
+        def grow(name, shape, dtype):
+            new = torch.empty((capacity, *shape), dtype=dtype, device=self.device)  # rows >= _n are never read
             old = getattr(self, name, None)
             if old is not None and self._n:
                 new[: self._n] = old[: self._n]
@@ -165,6 +200,7 @@ class SpatialMemory:
         grow("_count", (), torch.int32)
         grow("_last_seen", (), torch.int32)
         grow("_block", (), torch.int64)
+        grow("_entity", (), torch.int32)
 
     def __len__(self) -> int:
         return self._n
@@ -188,6 +224,21 @@ class SpatialMemory:
     def keys(self) -> torch.Tensor:
         """int64 (N,) packed voxel keys (a view)."""
         return self._keys[: self._n]
+
+    @property
+    def entity_ids(self) -> torch.Tensor:
+        """int32 (N,) entity id of every voxel, 0 for the static scene (a view)."""
+        return self._entity[: self._n]
+
+    @property
+    def last_seen(self) -> torch.Tensor:
+        """int32 (N,) index of the last fused frame that saw each voxel (a view)."""
+        return self._last_seen[: self._n]
+
+    @property
+    def layout_version(self) -> int:
+        """Changes whenever voxels are added, removed or reordered."""
+        return self._layout_version
 
     def to_numpy(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """``(xyz float32 (N,3), rgb uint8 (N,3), counts int32 (N,))`` copies."""
@@ -236,19 +287,26 @@ class SpatialMemory:
 
         ids, is_new = self._index.insert(uniq)
         if self._index.size > self._keys.shape[0]:
-            self._alloc(max(self._index.size, 2 * self._keys.shape[0]))
+            self._grow_to(self._index.size)
         new_ids, old_ids = ids[is_new], ids[~is_new]
         self._keys[new_ids] = uniq[is_new]
         self._xyz[new_ids] = mean_xyz[is_new]
         self._rgb[new_ids] = mean_rgb[is_new]
         self._count[new_ids] = obs[is_new].to(torch.int32)
         self._block[new_ids] = self._block_ids(mean_xyz[is_new])
+        self._entity[new_ids] = 0
+        old = ~is_new
+        if len(self.entity_table) and old_ids.numel():  # entity voxels are written by entity operations only
+            held = self._entity[old_ids] != 0
+            if bool(held.any()):
+                old[old.nonzero(as_tuple=True)[0][held]] = False
+                old_ids = old_ids[~held]
         if old_ids.numel():
             w_old = self._count[old_ids].clamp(max=self.max_weight).float()[:, None]
-            w_new = obs[~is_new].clamp(max=self.max_weight)[:, None]
-            self._xyz[old_ids] = (self._xyz[old_ids] * w_old + mean_xyz[~is_new] * w_new) / (w_old + w_new)
-            self._rgb[old_ids] = (self._rgb[old_ids] * w_old + mean_rgb[~is_new] * w_new) / (w_old + w_new)
-            self._count[old_ids] += obs[~is_new].to(torch.int32)
+            w_new = obs[old].clamp(max=self.max_weight)[:, None]
+            self._xyz[old_ids] = (self._xyz[old_ids] * w_old + mean_xyz[old] * w_new) / (w_old + w_new)
+            self._rgb[old_ids] = (self._rgb[old_ids] * w_old + mean_rgb[old] * w_new) / (w_old + w_new)
+            self._count[old_ids] += obs[old].to(torch.int32)
         self._last_seen[ids] = frame
         if self._index.size != self._n:
             self._layout_version += 1
@@ -316,7 +374,7 @@ class SpatialMemory:
         if dropped == 0:
             return 0
         idx = keep.nonzero(as_tuple=True)[0]
-        for name in ("_keys", "_xyz", "_rgb", "_count", "_last_seen", "_block"):
+        for name in _ARRAYS:
             arr = getattr(self, name)
             arr[: idx.numel()] = arr[idx]
         self._n = idx.numel()
@@ -328,10 +386,174 @@ class SpatialMemory:
     def _evict(self) -> int:
         target = int(self.evict_fraction * self.max_voxels)
         score = self._last_seen[: self._n].to(torch.int64) * (1 << 31) + self._count[: self._n].clamp(max=(1 << 31) - 1).to(torch.int64)
+        if len(self.entity_table):  # entities stay whole: their voxels go last
+            score = torch.where(self._entity[: self._n] != 0, torch.iinfo(torch.int64).max, score)
         order = torch.argsort(score, descending=True)
         keep = torch.zeros(self._n, dtype=torch.bool, device=self.device)
         keep[order[:target]] = True
         return self.keep_only(keep)
+
+    # -- public operations (edits, undo and entities use these) ----------------------------
+    def find(self, keys: torch.Tensor) -> torch.Tensor:
+        """Positions (int64) of the voxels with packed ``keys``, -1 where absent."""
+        return self._index.find(torch.as_tensor(keys, dtype=torch.int64, device=self.device).reshape(-1))
+
+    def voxelise(self, xyz: torch.Tensor, rgb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mean point and colour per voxel of float (N, 3) ``xyz`` and float [0, 1] ``rgb``:
+        ``(keys (M,), xyz (M, 3), rgb (M, 3))``, means kept strictly inside their voxel (as fusion
+        does). :class:`InputError` for points outside the voxel grid."""
+        keys = pack_coords(torch.floor(xyz / self.voxel_size).to(torch.int64))
+        uniq, inv = torch.unique(keys, return_inverse=True)
+        m = uniq.numel()
+        cnt = torch.zeros(m, device=self.device).index_add_(0, inv, torch.ones_like(xyz[:, 0]))
+        mean_xyz = torch.zeros(m, 3, device=self.device).index_add_(0, inv, xyz) / cnt[:, None]
+        mean_rgb = torch.zeros(m, 3, device=self.device).index_add_(0, inv, rgb) / cnt[:, None]
+        lo = unpack_keys(uniq).float() * self.voxel_size
+        margin = 0.01 * self.voxel_size
+        mean_xyz = torch.minimum(torch.maximum(mean_xyz, lo + margin), lo + (self.voxel_size - margin))
+        return uniq, mean_xyz, mean_rgb
+
+    def write_voxels(self, xyz, rgb, counts=1, entity_id: int = 0, last_seen: int | None = None) -> WriteResult:
+        """Write points as voxels that *replace* the voxels they land in (no running mean).
+
+        ``xyz`` float (N, 3) world points, ``rgb`` uint8 or float [0, 1] (N, 3); points sharing a
+        voxel are averaged. Each written voxel gets ``counts`` observations (an int, or (N,)
+        per point: the voxel takes the largest), ``entity_id`` (0: static scene) and
+        ``last_seen`` (default: the latest fused frame). Returns what was replaced (for undo).
+        """
+        xyz = torch.as_tensor(np.asarray(xyz) if not torch.is_tensor(xyz) else xyz, device=self.device).float()
+        rgb = as_rgb_float(torch.as_tensor(np.asarray(rgb) if not torch.is_tensor(rgb) else rgb, device=self.device))
+        if xyz.ndim != 2 or xyz.shape[1] != 3 or rgb.shape != xyz.shape:
+            raise InputError(f"points must be (N, 3) with matching colours, got {tuple(xyz.shape)} and {tuple(rgb.shape)}")
+        if not torch.isfinite(xyz).all():
+            raise InputError("points contain NaN or inf")
+        if int(entity_id) < 0:
+            raise InputError(f"entity id must be >= 0, got {entity_id}")
+        keys, mean_xyz, mean_rgb = self.voxelise(xyz, rgb)
+        counts_t = torch.as_tensor(counts, device=self.device).reshape(-1)
+        if counts_t.numel() == 1:
+            counts_t = counts_t.expand(keys.numel())
+        elif counts_t.numel() == xyz.shape[0]:
+            inv = torch.searchsorted(keys, pack_coords(torch.floor(xyz / self.voxel_size).to(torch.int64)))
+            counts_t = torch.zeros(keys.numel(), dtype=torch.int64, device=self.device).scatter_reduce_(
+                0, inv, counts_t.to(torch.int64), "amax", include_self=False)
+        else:
+            raise InputError(f"counts must be one number or one per point, got {counts_t.numel()} for {xyz.shape[0]}")
+        if keys.numel() and int(counts_t.min()) < 1:
+            raise InputError("observation counts must be >= 1")
+        found = self._index.find(keys)
+        previous = self.capture(found[found >= 0])
+        created = keys[found < 0]
+        ids, _ = self._index.insert(keys)
+        if self._index.size > self._keys.shape[0]:
+            self._grow_to(self._index.size)
+        self._keys[ids] = keys
+        self._xyz[ids] = mean_xyz
+        self._rgb[ids] = mean_rgb
+        self._count[ids] = counts_t.to(torch.int32)
+        self._last_seen[ids] = max(self.frames_fused - 1, 0) if last_seen is None else int(last_seen)
+        self._block[ids] = self._block_ids(mean_xyz)
+        self._entity[ids] = int(entity_id)
+        self._n = self._index.size
+        self._layout_version += 1
+        self.revision += 1
+        return WriteResult(keys, ids, previous, created)
+
+    def remove(self, mask: torch.Tensor) -> int:
+        """Remove the voxels where bool (N,) ``mask`` is True; returns how many."""
+        mask = torch.as_tensor(mask, device=self.device, dtype=torch.bool).reshape(-1)
+        if mask.numel() != self._n:
+            raise InputError(f"a voxel mask needs {self._n} entries, got {mask.numel()}")
+        return self.keep_only(~mask)
+
+    def recolor(self, mask: torch.Tensor, rgb) -> int:
+        """Give the voxels where bool (N,) ``mask`` is True the colour ``rgb`` (3 floats in [0, 1])."""
+        mask = torch.as_tensor(mask, device=self.device, dtype=torch.bool).reshape(-1)
+        if mask.numel() != self._n:
+            raise InputError(f"a voxel mask needs {self._n} entries, got {mask.numel()}")
+        n = int(mask.sum())
+        if n:
+            self._rgb[: self._n][mask] = torch.as_tensor(rgb, dtype=torch.float32, device=self.device).reshape(3)
+            self.revision += 1
+        return n
+
+    def capture(self, ids) -> Snapshot:
+        """The full state of the voxels at positions ``ids`` (int64), sorted by position."""
+        ids = torch.sort(torch.as_tensor(ids, dtype=torch.int64, device=self.device).reshape(-1)).values
+        entity = self._entity[ids].clone()
+        return Snapshot(self._keys[ids].clone(), self._xyz[ids].clone(), self._rgb[ids].clone(),
+                        self._count[ids].clone(), self._last_seen[ids].clone(), ids.clone(), entity,
+                        self.entity_table.placements(entity))
+
+    def capture_region(self, lo, hi) -> Snapshot:
+        """The full state of the voxels whose point lies in the box [lo, hi] (3 floats each)."""
+        lo = torch.as_tensor(lo, dtype=torch.float32, device=self.device).reshape(3)
+        hi = torch.as_tensor(hi, dtype=torch.float32, device=self.device).reshape(3)
+        return self.capture(((self.xyz >= lo) & (self.xyz <= hi)).all(1).nonzero(as_tuple=True)[0])
+
+    def restore(self, state: Snapshot, in_place: bool = False, overwrite: bool = True) -> int:
+        """Put captured voxels back; returns how many were written.
+
+        Voxels that exist are overwritten (unless ``overwrite`` is False: then only missing ones
+        come back), missing ones re-created: at their recorded positions when ``in_place`` (i.e.
+        the arrays are exactly the captured ones minus them, so the order comes back too),
+        else appended. Entity voxels come back only while that entity is still where it was when
+        captured (same placement), so an old snapshot never leaves a ghost of a moved or deleted
+        entity; and a static voxel never overwrites a voxel an entity holds now.
+        """
+        if len(state) == 0:
+            return 0
+        valid = (state.entity == 0) | (self.entity_table.placements(state.entity) == state.placement)
+        if not bool(valid.all()):
+            state, in_place = state.subset(valid), False
+            if len(state) == 0:
+                return 0
+        self._layout_version += 1  # blocks may change
+        self.revision += 1
+        ids = self._index.find(state.keys)
+        present = ids >= 0
+        written = 0
+        if present.any():
+            current = self._entity[ids.clamp(min=0)]
+            held = present & (current != 0) & (current != state.entity)
+            if held.any():  # an entity holds the key now: the voxel returns when that entity leaves
+                self.entity_table.cover(current[held], state.subset(held))
+            keep = present & ~held if overwrite else torch.zeros_like(present)
+            if keep.any():
+                p = ids[keep]
+                self._xyz[p] = state.xyz[keep]
+                self._rgb[p] = state.rgb[keep]
+                self._count[p] = state.count[keep]
+                self._last_seen[p] = state.last_seen[keep]
+                self._entity[p] = state.entity[keep]
+                self._block[p] = self._block_ids(state.xyz[keep])
+                written += int(keep.sum())
+        absent = state.subset(~present)
+        if len(absent) == 0:
+            return written
+        n, m = self._n, len(absent)
+        total = n + m
+        if total > self._keys.shape[0]:
+            self._grow_to(total)
+        values = (absent.keys, absent.xyz, absent.rgb, absent.count, absent.last_seen, self._block_ids(absent.xyz),
+                  absent.entity)
+        pos = absent.index
+        if in_place and int(pos.max()) < total and torch.unique(pos).numel() == m:
+            slot = torch.zeros(total, dtype=torch.bool, device=self.device)
+            slot[pos] = True
+            others = (~slot).nonzero(as_tuple=True)[0]
+            for name, value in zip(_ARRAYS, values):
+                arr = getattr(self, name)
+                arr[others] = arr[:n].clone()
+                arr[pos] = value
+            self._n = total
+            self._index.rebuild(self._keys[:total])
+        else:
+            ids, _ = self._index.insert(absent.keys)
+            for name, value in zip(_ARRAYS, values):
+                getattr(self, name)[ids] = value
+            self._n = self._index.size
+        return written + m
 
     # -- summaries -------------------------------------------------------------------------
     @property
@@ -346,7 +568,7 @@ class SpatialMemory:
             lo, hi = self.xyz.min(0).values.tolist(), self.xyz.max(0).values.tolist()
         else:
             lo = hi = [0.0, 0.0, 0.0]
-        per_voxel = 8 + 12 + 12 + 4 + 4
+        per_voxel = 8 + 12 + 12 + 4 + 4 + 8 + 4
         return MemoryStats(
             voxels=self._n,
             voxel_size=self.voxel_size,
@@ -354,6 +576,6 @@ class SpatialMemory:
             bounds_max=hi,
             frames_fused=self.frames_fused,
             revision=self.revision,
-            memory_bytes=self._keys.shape[0] * per_voxel + self._index.nbytes,
+            memory_bytes=self._n * per_voxel + self._index.nbytes,  # resident: reserved rows are untouched
             depth_dropped=self.depth_dropped,
         )

@@ -4,20 +4,90 @@ Voxel coordinates ``(i, j, k)`` (int64, each in ``[-2**20, 2**20)``) are packed 
 non-negative int64 key. The table uses linear probing; a batch of keys is inserted with a few
 vectorised probe rounds (the number of rounds is bounded by the longest probe chain, short at
 load factor <= 0.5), so the cost of a lookup or insert depends on the batch, not on the table.
-Works on any torch device.
+Works on any torch device; on CPU the same probing runs as numba loops when numba is installed
+(compiled once, cached on disk, GIL released), several times faster than the vectorised rounds.
+
+Growth is amortised (incremental rehash): the next, twice bigger table is written a slice per
+:meth:`VoxelHash.insert` while the current one still has room (so its page faults and zeroing,
+~60 ms for 8M slots and far more on a busy VM, are spread out), then it becomes the table and
+the old entries are moved over, again a slice per insert, sized so that the move ends well
+before the new table fills. Every insert pays a bounded share of the growth, and none pays for
+the whole table (a full re-insert took ~0.5-1 s at 2M voxels). While a move is in progress a
+lookup probes the new table, then the old one for what it missed.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 from ..errors import InputError
 
+try:
+    import numba
+except ImportError:  # the vectorised torch rounds serve instead
+    numba = None
+
 COORD_BITS = 21
 COORD_OFFSET = 1 << (COORD_BITS - 1)
 _COORD_MASK = (1 << COORD_BITS) - 1
-EMPTY = -1
+EMPTY = -1  # the one key value a table cannot hold (it stores key + 1, and 0 marks a hole)
 _GOLDEN = -7046029254386353131  # 0x9E3779B97F4A7C15 as a signed int64
+#: Growth phases (see :class:`VoxelHash`), as fractions of the load limit: start preparing the
+#: next table at _PREPARE_AT, be done by _READY_BY. Each insert prepares or moves at least
+#: _MIN_STEP of a table, so a phase (and the double lookups of a move) ends within 1/_MIN_STEP inserts.
+_PREPARE_AT = 0.5
+_READY_BY = 0.95
+_MIN_STEP = 1 / 32
+
+
+def _jit(fn):
+    return numba.njit(cache=True, nogil=True)(fn) if numba is not None else fn
+
+
+@_jit
+def _nb_find(tkeys, tvals, keys, out):
+    """Numba twin of :meth:`_Table.find`: ``out[i]`` = value of ``keys[i]`` or -1."""
+    mask = tkeys.shape[0] - 1
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        h = k * _GOLDEN
+        p = (h ^ (h >> 29)) & mask
+        while True:
+            c = tkeys[p]
+            if c == k + 1:
+                out[i] = tvals[p]
+                break
+            if c == 0:
+                out[i] = -1
+                break
+            p = (p + 1) & mask
+
+
+@_jit
+def _nb_insert(tkeys, tvals, keys, values, use_values, next_id, out, is_new):
+    """Numba twin of :meth:`_Table.insert`; returns the number of keys inserted."""
+    mask = tkeys.shape[0] - 1
+    added = 0
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        h = k * _GOLDEN
+        p = (h ^ (h >> 29)) & mask
+        while True:
+            c = tkeys[p]
+            if c == k + 1:
+                out[i] = tvals[p]
+                break
+            if c == 0:
+                v = values[i] if use_values else next_id + added
+                tkeys[p] = k + 1
+                tvals[p] = v
+                out[i] = v
+                is_new[i] = True
+                added += 1
+                break
+            p = (p + 1) & mask
+    return added
 
 
 def pack_coords(coords: torch.Tensor) -> torch.Tensor:
@@ -41,39 +111,165 @@ def voxel_keys(xyz: torch.Tensor, voxel_size: float) -> torch.Tensor:
     return pack_coords(torch.floor(xyz / voxel_size).to(torch.int64))
 
 
-class VoxelHash:
-    """Map int64 keys to dense ids ``0..size-1`` in insertion order."""
+class _Table:
+    """One linear-probing table: ``keys`` int64 (capacity,) holds key + 1, 0 in a hole, ``vals``
+    int64 the values, meaningful where ``keys`` is not 0.
 
-    def __init__(self, capacity: int = 1 << 16, device: str | torch.device = "cpu", max_load: float = 0.5):
-        self.device = torch.device(device)
-        self.max_load = max_load
-        self.size = 0
-        self._alloc(max(16, 1 << (int(capacity) - 1).bit_length()))
+    With ``ready=False`` (CPU) the arrays are only reserved: :meth:`prepare` writes them a slice
+    at a time, so the page faults and zeroing of a big new table (~60 ms for 8M slots, far more on
+    a busy machine) are spread over many inserts instead of landing on one.
+    """
 
-    def _alloc(self, capacity: int) -> None:
-        self.capacity = capacity
-        self.table_keys = torch.full((capacity,), EMPTY, dtype=torch.int64, device=self.device)
-        self.table_vals = torch.full((capacity,), -1, dtype=torch.int64, device=self.device)
+    def __init__(self, capacity: int, device: torch.device, ready: bool = True):
+        self.capacity = capacity  # a power of two
+        if device.type == "cpu":
+            self.keys = torch.from_numpy(np.empty(capacity, np.int64))  # not touched yet: no pages
+            self.vals = torch.from_numpy(np.empty(capacity, np.int64))
+        else:  # device memory is not faulted in lazily
+            self.keys = torch.zeros(capacity, dtype=torch.int64, device=device)
+            self.vals = torch.zeros(capacity, dtype=torch.int64, device=device)
+        self.prepared = 0 if device.type == "cpu" else capacity  # slots written so far
+        self.numba = numba is not None and device.type == "cpu"
+        if ready:
+            self.prepare(capacity)
 
     @property
-    def nbytes(self) -> int:
-        return self.table_keys.numel() * 16
+    def ready(self) -> bool:
+        return self.prepared == self.capacity
 
-    def _hash(self, keys: torch.Tensor) -> torch.Tensor:
+    def prepare(self, slots: int) -> None:
+        """Write the next ``slots`` slots (holes)."""
+        start, stop = self.prepared, min(self.prepared + max(int(slots), 0), self.capacity)
+        self.keys[start:stop] = 0
+        self.vals[start:stop] = 0
+        self.prepared = stop
+
+    def slots(self, keys: torch.Tensor) -> torch.Tensor:
         h = keys * _GOLDEN
         return (h ^ (h >> 29)) & (self.capacity - 1)
 
     def find(self, keys: torch.Tensor) -> torch.Tensor:
-        """Ids of ``keys`` (int64 (M,)), -1 where absent."""
+        """Values of ``keys``, -1 where absent."""
+        if self.numba:
+            out = np.empty(keys.numel(), np.int64)
+            _nb_find(self.keys.numpy(), self.vals.numpy(), _np(keys), out)
+            return torch.from_numpy(out)
         result = torch.full_like(keys, -1)
-        pos = self._hash(keys)
-        active = torch.arange(keys.numel(), device=self.device)
+        pos = self.slots(keys)
+        active = torch.arange(keys.numel(), device=keys.device)
+        mask = self.capacity - 1
+        stored = keys + 1
         while active.numel():
-            cur = self.table_keys[pos[active]]
-            hit = cur == keys[active]
-            result[active[hit]] = self.table_vals[pos[active[hit]]]
-            active = active[~hit & (cur != EMPTY)]
-            pos[active] = (pos[active] + 1) & (self.capacity - 1)
+            p = pos[active]
+            cur = self.keys[p]
+            hit = cur == stored[active]
+            if hit.any():
+                result[active[hit]] = self.vals[p[hit]]
+            go_on = ~hit & (cur != 0)
+            active = active[go_on]
+            pos[active] = (p[go_on] + 1) & mask
+        return result
+
+    def insert(self, keys: torch.Tensor, values: torch.Tensor | None, next_id: int):
+        """Find-or-insert unique ``keys``; new ones get ``values`` (or ids from ``next_id`` on,
+        in the order they land). Returns ``(ids, is_new, number inserted)``."""
+        if self.numba:
+            out, is_new = np.empty(keys.numel(), np.int64), np.zeros(keys.numel(), np.bool_)
+            vals = _np(values) if values is not None else out
+            added = _nb_insert(self.keys.numpy(), self.vals.numpy(), _np(keys), vals, values is not None, next_id,
+                               out, is_new)
+            return torch.from_numpy(out), torch.from_numpy(is_new), int(added)
+        result = torch.full_like(keys, -1)
+        is_new = torch.zeros(keys.numel(), dtype=torch.bool, device=keys.device)
+        pos = self.slots(keys)
+        active = torch.arange(keys.numel(), device=keys.device)
+        mask = self.capacity - 1
+        added = 0
+        stored = keys + 1
+        while active.numel():
+            p = pos[active]
+            cur = self.keys[p]
+            hit = cur == stored[active]
+            if hit.any():
+                result[active[hit]] = self.vals[p[hit]]
+            empty = cur == 0
+            pe, ae = p[empty], active[empty]
+            self.keys[pe] = stored[ae]  # duplicates in pe: exactly one key lands
+            won = self.keys[pe] == stored[ae]
+            winners = ae[won]
+            if values is None:
+                new_vals = torch.arange(next_id + added, next_id + added + winners.numel(), device=keys.device)
+            else:
+                new_vals = values[winners]
+            self.vals[pe[won]] = new_vals
+            result[winners] = new_vals
+            is_new[winners] = True
+            added += winners.numel()
+            keep = ~hit
+            keep[empty.nonzero(as_tuple=True)[0][won]] = False
+            active = active[keep]
+            pos[active] = (p[keep] + 1) & mask
+        return result, is_new, added
+
+
+class VoxelHash:
+    """Map int64 keys to dense ids ``0..size-1`` in insertion order (see the module docstring).
+
+    ``capacity`` is a hint: the table starts with room for ``capacity * max_load`` keys without
+    growing (pre-size it from the expected number of voxels to avoid growth altogether). Keys may
+    be any int64 but -1 (:data:`EMPTY`); the packed voxel keys are all >= 0.
+
+    Growth in three phases, all amortised over the inserts that add keys:
+      1. at ``_PREPARE_AT`` of the load limit (once the previous move is done), a table twice as
+         big is reserved and written a slice per insert (:meth:`_Table.prepare`), done by ~85 %
+         of the limit;
+      2. at the limit it becomes the table and the old one is moved into it a slice per insert
+         (:meth:`_move`), done within a quarter of the room it gained;
+      3. then the old table is dropped.
+    A single batch bigger than the room left completes the phases at once (that one insert pays).
+    """
+
+    def __init__(self, capacity: int = 1 << 16, device: str | torch.device = "cpu", max_load: float = 0.5):
+        if not 0 < max_load <= 0.75:
+            raise InputError(f"max_load must be in (0, 0.75], got {max_load}")
+        self.device = torch.device(device)
+        self.max_load = max_load
+        self.size = 0
+        self._table = _Table(_pow2(capacity), self.device)
+        self._next: _Table | None = None  # being prepared (phase 1)
+        self._old: _Table | None = None  # being moved into self._table (phase 2)
+        self._cursor = 0  # old slots below this have been moved
+        self._rate = 0.0  # slots to prepare or move per key added
+
+    # -- introspection ---------------------------------------------------------------------
+    @property
+    def capacity(self) -> int:
+        """Slots of the current table."""
+        return self._table.capacity
+
+    @property
+    def moving(self) -> bool:
+        """True while old entries are still being moved into the grown table."""
+        return self._old is not None
+
+    @property
+    def growing(self) -> bool:
+        """True while a bigger table is being prepared or filled (phases 1 and 2)."""
+        return self._next is not None or self._old is not None
+
+    @property
+    def nbytes(self) -> int:
+        slots = sum(t.capacity for t in (self._table, self._next, self._old) if t is not None)
+        return slots * 16
+
+    # -- lookups and inserts ---------------------------------------------------------------
+    def find(self, keys: torch.Tensor) -> torch.Tensor:
+        """Ids of ``keys`` (int64 (M,)), -1 where absent."""
+        result = self._table.find(keys)
+        if self._old is not None:
+            miss = (result < 0).nonzero(as_tuple=True)[0]
+            if miss.numel():
+                result[miss] = self._old.find(keys[miss])
         return result
 
     def insert(self, keys: torch.Tensor, values: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,48 +277,97 @@ class VoxelHash:
 
         New keys get ``values`` (if given) or the next free ids. Returns ``(ids, is_new)``.
         """
-        if (self.size + keys.numel()) > self.capacity * self.max_load:
-            self._grow(self.size + keys.numel())
-        result = torch.full_like(keys, -1)
-        is_new = torch.zeros(keys.numel(), dtype=torch.bool, device=self.device)
-        pos = self._hash(keys)
-        active = torch.arange(keys.numel(), device=self.device)
-        while active.numel():
-            p, k = pos[active], keys[active]
-            cur = self.table_keys[p]
-            hit = cur == k
-            result[active[hit]] = self.table_vals[p[hit]]
-            empty = cur == EMPTY
-            pe, ae = p[empty], active[empty]
-            self.table_keys[pe] = keys[ae]  # duplicates in pe: exactly one key lands
-            won = self.table_keys[pe] == keys[ae]
-            winners = ae[won]
-            if values is None:
-                new_vals = torch.arange(self.size, self.size + winners.numel(), device=self.device)
-            else:
-                new_vals = values[winners]
-            self.table_vals[pe[won]] = new_vals
-            result[winners] = new_vals
-            is_new[winners] = True
-            self.size += winners.numel()
-            keep = ~hit
-            keep[empty.nonzero(as_tuple=True)[0][won]] = False
-            active = active[keep]
-            pos[active] = (pos[active] + 1) & (self.capacity - 1)
-        return result, is_new
-
-    def _grow(self, needed: int) -> None:
-        capacity = self.capacity
-        while needed > capacity * self.max_load:
-            capacity *= 2
-        live = self.table_keys != EMPTY
-        keys, vals = self.table_keys[live], self.table_vals[live]
-        self._alloc(capacity)
-        self.size = 0
-        self.insert(keys, vals)
+        m = keys.numel()
+        limit = self.capacity * self.max_load
+        if self.size + m > limit:
+            self._grow(self.size + m)
+        elif self._next is None and self._old is None and self.size + m > _PREPARE_AT * limit:
+            self._start_prepare(self.size + m)
+        if self._old is None:
+            ids, is_new, added = self._table.insert(keys, values, self.size)
+        else:
+            # A key is in the old table (moved or not) or in the new one, never inserted twice:
+            # keys the old table holds are answered by it; only the others go into the new one.
+            ids = self._old.find(keys)
+            rest = (ids < 0).nonzero(as_tuple=True)[0]
+            is_new = torch.zeros(m, dtype=torch.bool, device=keys.device)
+            added = 0
+            if rest.numel():
+                sub_ids, sub_new, added = self._table.insert(keys[rest], None if values is None else values[rest],
+                                                             self.size)
+                ids[rest] = sub_ids
+                is_new[rest] = sub_new
+        self.size += added
+        self._step(added)
+        return ids, is_new
 
     def rebuild(self, keys: torch.Tensor) -> None:
         """Replace the contents: ``keys[i]`` gets id ``i``."""
-        self._alloc(max(16, 1 << (int(keys.numel() / self.max_load) + 1).bit_length()))
+        self._next = self._old = None
+        self._cursor = 0
+        self._table = _Table(_pow2(int(keys.numel() / self.max_load) + 1), self.device)
         self.size = 0
         self.insert(keys, torch.arange(keys.numel(), device=self.device))
+
+    # -- growth ----------------------------------------------------------------------------
+    def _bigger(self, needed: int) -> int:
+        capacity = 2 * self.capacity
+        while needed > capacity * self.max_load:
+            capacity *= 2
+        return capacity
+
+    def _start_prepare(self, needed: int) -> None:
+        """Phase 1: reserve the next table; prepare it within the room left before the limit."""
+        self._next = _Table(self._bigger(needed), self.device, ready=False)
+        room = max(self.capacity * self.max_load * _READY_BY - needed, 1.0)
+        self._rate = 1.25 * self._next.capacity / room  # done within 80 % of the room
+
+    def _grow(self, needed: int) -> None:
+        """The current table is at its limit: switch to a bigger one (phase 2). Whatever of the
+        phases is still unfinished is completed first."""
+        self._finish_move()
+        nxt = self._next
+        self._next = None
+        if nxt is None or needed > nxt.capacity * self.max_load:
+            nxt = _Table(self._bigger(needed), self.device)
+        nxt.prepare(nxt.capacity)
+        if self.size == 0:
+            self._table = nxt
+            return
+        self._old, self._cursor, self._table = self._table, 0, nxt
+        # Move all old slots within the first quarter of the room gained (a move is cheap per
+        # slot), leaving the rest of the room to prepare the next table.
+        room = max(nxt.capacity * self.max_load - needed, 1.0)
+        self._rate = 4.0 * self._old.capacity / room
+
+    def _step(self, added: int) -> None:
+        """After an insert that added ``added`` keys: prepare or move this insert's share."""
+        if self._next is not None:
+            self._next.prepare(max(int(added * self._rate) + 1, int(self._next.capacity * _MIN_STEP)))
+        elif self._old is not None:
+            self._move(max(int(added * self._rate) + 1, int(self._old.capacity * _MIN_STEP)))
+
+    def _move(self, slots: int) -> None:
+        """Move the next ``slots`` slots of the old table into the new one."""
+        old = self._old
+        start, stop = self._cursor, min(self._cursor + slots, old.capacity)
+        stored = old.keys[start:stop]
+        live = stored != 0
+        if live.any():
+            self._table.insert(stored[live] - 1, old.vals[start:stop][live], 0)
+        self._cursor = stop
+        if stop == old.capacity:
+            self._old, self._cursor = None, 0
+
+    def _finish_move(self) -> None:
+        if self._old is not None:
+            self._move(self._old.capacity)
+
+
+def _np(t: torch.Tensor) -> np.ndarray:
+    """A contiguous int64 numpy view (or copy) of a CPU tensor."""
+    return np.ascontiguousarray(t.detach().to(torch.int64).numpy())
+
+
+def _pow2(capacity: int) -> int:
+    return max(16, 1 << (max(int(capacity), 1) - 1).bit_length())

@@ -1,7 +1,8 @@
 """Worlds to start from: fill a :class:`SpatialMemory` and say where the camera starts.
 
 Sources (``WorldConfig.source``): ``builtin`` (the seeded procedural room), ``rgbd_folder``
-(posed RGB-D frames), ``ply`` (a point cloud), ``image_depth`` (one image with a depth map),
+(posed RGB-D frames), ``ply`` (a point cloud, or a map saved by
+``save_map``: its entities come back), ``image_depth`` (one image with a depth map),
 ``testcase`` (the official test-case folder with our optional ``depth.png``/``depth.npy``),
 ``capture`` (posed photos: COLMAP, transforms.json, LLFF, Strecha; see :mod:`spatia_core.captures`), or
 ``auto`` (decided from ``path``).
@@ -20,7 +21,8 @@ import numpy as np
 from ..config import WorldConfig
 from ..errors import BackendUnavailableError, FileFormatError, InputError
 from ..geometry import R_BODY_OPTICAL, Intrinsics
-from ..memory import SpatialMemory, read_ply_points
+from ..memory import SpatialMemory
+from ..memory.ply import load_ply
 from .rgbd_folder import RGBDFrame, read_depth, read_rgb, read_rgbd_folder
 
 SOURCES = ("builtin", "rgbd_folder", "ply", "image_depth", "testcase", "capture", "auto")
@@ -128,9 +130,13 @@ def load_world(cfg: WorldConfig, memory: SpatialMemory, camera: Intrinsics | Non
         memory.insert_points(scene.points, scene.colors)
         return WorldInit(source, scene.start_pose, center=np.asarray(scene.center, dtype=np.float64))
     if source == "ply":
-        xyz, rgb, counts = read_ply_points(cfg.path)
-        memory.clear()
-        memory.insert_points(xyz, rgb, counts=np.maximum(counts, 1) if counts is not None else None)
+        # A map we saved keeps its entities (names, poses, voxels); any other PLY point cloud
+        # (no entity properties, maybe no counts) loads all static. Checked whole before the
+        # memory is cleared; an empty cloud is refused (then the memory is left empty).
+        load_ply(cfg.path, memory)
+        if len(memory) == 0:
+            raise FileFormatError(f"unreadable or empty PLY point cloud: {cfg.path}")
+        xyz = memory.xyz.cpu().numpy()
         lo, hi = xyz.min(0).astype(np.float64), xyz.max(0).astype(np.float64)
         start = np.eye(4)
         start[:3, :3] = R_BODY_OPTICAL
