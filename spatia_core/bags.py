@@ -24,6 +24,7 @@ import numpy as np
 
 from .config import SpatiaConfig, SimConfig
 from .errors import FileFormatError, InputError, SpatiaError
+from .qos import REPLAYED, TOPICS
 from .geometry import Intrinsics, invert_pose, pose_from_xyz_quat, pose_to_xyz_quat, validate_pose
 from .robot import CameraMount
 
@@ -267,18 +268,15 @@ def bag_qos(reliable: bool = True, depth: int = 10, latched: bool = False):
                QosLiveliness.AUTOMATIC, zero, False)
 
 
-#: Output topics of :func:`replay`: name -> (type, offered QoS as world_sim publishes them).
-REPLAY_TOPICS = {
-    "/camera/image_raw": ("sensor_msgs/msg/Image", dict(reliable=False, depth=5)),
-    "/camera/camera_info": ("sensor_msgs/msg/CameraInfo", dict(reliable=False, depth=5)),
-    "/camera/depth/image_raw": ("sensor_msgs/msg/Image", dict(reliable=False, depth=5)),
-    "/camera/depth/camera_info": ("sensor_msgs/msg/CameraInfo", dict(reliable=False, depth=5)),
-    "/camera/scene_projection": ("sensor_msgs/msg/Image", dict(reliable=False, depth=5)),
-    "/odom": ("nav_msgs/msg/Odometry", dict(depth=10)),
-    "/tf": (TF, dict(depth=100)),
-    "/tf_static": (TF, dict(depth=1, latched=True)),
-    "/clock": ("rosgraph_msgs/msg/Clock", dict(depth=10)),
-}
+def replay_topics(reliable_images: bool = True) -> dict[str, tuple[str, dict]]:
+    """Output topics of :func:`replay`: name -> (type, offered QoS as world_sim publishes them under
+    ``sim.reliable_images``), from the one table :mod:`spatia_core.qos`."""
+    return {name if name.startswith("/") else "/" + name: (TOPICS[name].type, TOPICS[name].offered(reliable_images).as_dict())
+            for name in REPLAYED}
+
+
+#: :func:`replay_topics` with the default ``sim.reliable_images`` (true).
+REPLAY_TOPICS = replay_topics()
 
 
 # -- replay ---------------------------------------------------------------------------------
@@ -310,12 +308,13 @@ def replay(bag_in, bag_out, config: SpatiaConfig, topic=None, pose_kind="auto", 
     writer = Writer(out, version=9, storage_plugin=StoragePlugin.MCAP if storage == "mcap" else StoragePlugin.SQLITE3)
     writer.open()
     try:
+        topics = replay_topics(s.reliable_images)
         conns = {name: writer.add_connection(name, typ, typestore=ts, offered_qos_profiles=[bag_qos(**qos)])
-                 for name, (typ, qos) in REPLAY_TOPICS.items()}
+                 for name, (typ, qos) in topics.items()}
         counts = dict.fromkeys(conns, 0)
 
         def put(name, msg, ns):
-            writer.write(conns[name], ns, ts.serialize_cdr(msg, REPLAY_TOPICS[name][0]))
+            writer.write(conns[name], ns, ts.serialize_cdr(msg, topics[name][0]))
             counts[name] += 1
 
         tf_msg, t0 = ts.types[TF], path[0][0]
@@ -350,4 +349,4 @@ def replay(bag_in, bag_out, config: SpatiaConfig, topic=None, pose_kind="auto", 
     }
 
 
-__all__ = ["read_camera_path", "replay", "typestore", "bag_qos", "REPLAY_TOPICS"]
+__all__ = ["read_camera_path", "replay", "replay_topics", "typestore", "bag_qos", "REPLAY_TOPICS"]

@@ -3,10 +3,12 @@
     python -m spatia_ros.recorder_node --ros-args -p output:=sessions/run1
 
 Raw subscriptions (``raw=True``) hand over the CDR bytes as they arrived; they are written with
-the pure-Python ``rosbags`` writer, never re-serialised. The QoS of each subscription matches
-world_sim's publishers: best effort for the camera streams, reliable for ``odom``, ``/tf`` and
-``/clock``, transient local for ``/tf_static``, ``spatial_memory`` and ``memory_info`` (so the
-latched messages are recorded too); the same QoS is stored in the bag for ``ros2 bag play``.
+the pure-Python ``rosbags`` writer, never re-serialised. Topics and QoS come from the one table,
+:mod:`spatia_core.qos`, that world_sim publishes with: each subscription has the publisher's
+reliability and durability (camera streams reliable, or best effort with ``reliable_images:=false``
+as world_sim's ``sim.reliable_images``; transient local for ``/tf_static``, ``spatial_memory`` and
+``memory_info``, so the latched messages are recorded too) and the table's deeper reader queue;
+the publisher's QoS is what is stored in the bag for ``ros2 bag play``.
 
 Record time is the receive time: in sim time when the simulator owns the clock, else wall time.
 ``clock`` = ``auto`` (default) waits up to ``clock_wait_s`` for a ``/clock`` message, holding
@@ -35,7 +37,6 @@ import rclpy
 from rclpy.exceptions import NameValidationException
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 from rclpy.signals import SignalHandlerOptions
 from rclpy.validate_topic_name import validate_topic_name
@@ -44,25 +45,12 @@ from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosgraph_msgs.msg import Clock
 
 from spatia_core.bags import bag_qos
+from spatia_core.qos import TOPICS, Qos
 from spatia_ros import ros_env
+from spatia_ros.qos import from_profile, profile
 
-SENSOR = dict(reliable=True, depth=10)  # world_sim publishes camera streams reliably (sim.reliable_images)
-RELIABLE = dict(reliable=True, depth=100)
-LATCHED = dict(reliable=True, depth=1, latched=True)
-#: world_sim's outputs (names as it publishes them): type and QoS.
-WORLD_SIM_TOPICS = {
-    "camera/image_raw": ("sensor_msgs/msg/Image", SENSOR),
-    "camera/camera_info": ("sensor_msgs/msg/CameraInfo", SENSOR),
-    "camera/depth/image_raw": ("sensor_msgs/msg/Image", SENSOR),
-    "camera/depth/camera_info": ("sensor_msgs/msg/CameraInfo", SENSOR),
-    "camera/scene_projection": ("sensor_msgs/msg/Image", SENSOR),
-    "spatial_memory": ("sensor_msgs/msg/PointCloud2", LATCHED),
-    "memory_info": ("spatia_ros/msg/MemoryInfo", LATCHED),
-    "odom": ("nav_msgs/msg/Odometry", RELIABLE),
-    "/tf": ("tf2_msgs/msg/TFMessage", RELIABLE),
-    "/tf_static": ("tf2_msgs/msg/TFMessage", LATCHED),
-    "/clock": ("rosgraph_msgs/msg/Clock", RELIABLE),
-}
+#: world_sim's outputs (names as it publishes them): type and QoS, the one table.
+WORLD_SIM_TOPICS = TOPICS
 MAX_PENDING_BYTES = 256 << 20  # held while waiting for the time source; beyond: auto -> wall time, sim -> dropped
 
 
@@ -80,9 +68,9 @@ def ros_class(typename: str):
     return getattr(importlib.import_module(f"{pkg}.{kind}"), name)
 
 
-def rclpy_qos(reliable: bool = True, depth: int = 10, latched: bool = False) -> QoSProfile:
-    return QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-                      durability=DurabilityPolicy.TRANSIENT_LOCAL if latched else DurabilityPolicy.VOLATILE)
+def rclpy_qos(reliable: bool = True, depth: int = 10, latched: bool = False):
+    """An rclpy profile (kept for callers of the old helper; the table's :func:`spatia_ros.qos.profile`)."""
+    return profile(Qos(reliable, depth, latched))
 
 
 class SessionRecorder(Node):
@@ -94,7 +82,7 @@ class SessionRecorder(Node):
         self.clock_mode = self.declare_parameter("clock", "auto").value
         self.clock_wait_s = float(self.declare_parameter("clock_wait_s", 5.0).value)
         # must match world_sim's sim.reliable_images: a reliable reader never matches a best-effort writer
-        self.camera_qos = dict(SENSOR, reliable=bool(self.declare_parameter("reliable_images", True).value))
+        self.reliable_images = bool(self.declare_parameter("reliable_images", True).value)
         if self.get_parameter("use_sim_time").value:
             self.clock_mode = "sim"
         if self.clock_mode not in ("auto", "sim", "wall"):
@@ -121,12 +109,14 @@ class SessionRecorder(Node):
         try:
             for name in topics:
                 if name in WORLD_SIM_TOPICS:
-                    typename, qos = WORLD_SIM_TOPICS[name]
-                    self._subscribe(name, typename, self.camera_qos if qos is SENSOR else qos)
+                    topic = WORLD_SIM_TOPICS[name]
+                    self._subscribe(name, topic.type, topic.offered(self.reliable_images),
+                                    topic.reader(self.reliable_images))
                 else:
                     self.waiting[name] = self.resolve_topic_name(name)
             if self.clock_mode != "wall" and "/clock" not in {s.topic_name for s in self.subs}:
-                self.subs.append(self.create_subscription(Clock, "/clock", self._on_clock, rclpy_qos(**RELIABLE), raw=True))
+                self.subs.append(self.create_subscription(Clock, "/clock", self._on_clock,
+                                                          profile(TOPICS["/clock"].reader()), raw=True))
         except BaseException:  # e.g. an invalid topic name: no half-made bag is left behind
             self.writer.abort()
             shutil.rmtree(self.path, ignore_errors=True)
@@ -137,14 +127,16 @@ class SessionRecorder(Node):
                                f"({storage}), clock {self.clock_mode}")
 
     # -- subscriptions ---------------------------------------------------------------------
-    def _subscribe(self, name: str, typename: str, qos: dict) -> None:
+    def _subscribe(self, name: str, typename: str, offered: Qos, reader: Qos) -> None:
+        """Subscribe with ``reader``; the bag stores the publisher's ``offered`` QoS."""
         if typename not in self.ts.types:
             self.get_logger().error(f"{name}: type {typename} unknown to rosbags; not recorded")
             return
         cls = ros_class(typename)
-        sub = self.create_subscription(cls, name, lambda raw, n=name: self._on_message(n, raw), rclpy_qos(**qos), raw=True)
+        sub = self.create_subscription(cls, name, lambda raw, n=name: self._on_message(n, raw), profile(reader), raw=True)
         self.subs.append(sub)
-        conn = self.writer.add_connection(sub.topic_name, typename, typestore=self.ts, offered_qos_profiles=[bag_qos(**qos)])
+        conn = self.writer.add_connection(sub.topic_name, typename, typestore=self.ts,
+                                          offered_qos_profiles=[bag_qos(**offered.as_dict())])
         self.conns[name], self.counts[name] = conn, 0
 
     def _discover(self) -> None:
@@ -154,11 +146,12 @@ class SessionRecorder(Node):
             infos = self.get_publishers_info_by_topic(full)
             if full not in graph or not infos:
                 continue
-            qos = dict(reliable=all(i.qos_profile.reliability == ReliabilityPolicy.RELIABLE for i in infos),
-                       latched=all(i.qos_profile.durability == DurabilityPolicy.TRANSIENT_LOCAL for i in infos),
-                       depth=10)
+            pubs = [from_profile(i.qos_profile) for i in infos]
+            # compatible with every publisher: reliable / latched only if all of them are
+            offered = Qos(reliable=all(q.reliable for q in pubs), depth=max(q.depth for q in pubs),
+                          latched=all(q.latched for q in pubs))
             del self.waiting[name]
-            self._subscribe(name, graph[full][0], qos)
+            self._subscribe(name, graph[full][0], offered, Qos(offered.reliable, max(offered.depth, 10), offered.latched))
             self.get_logger().info(f"recording {full} ({graph[full][0]})")
 
     # -- time ------------------------------------------------------------------------------

@@ -12,11 +12,20 @@ DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if str(Path(__file__).resolve().parent) not in sys.path:
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 
-@pytest.fixture
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", f"{_prereq.MARK}(reason): a prerequisite is missing (CI=true: the test fails)")
+
+
+def pytest_runtest_setup(item):
+    _prereq.check_item(item)
+
+
+@pytest.fixture(scope="session")
 def data_dir() -> Path:
-    if not DATA.is_dir():
-        pytest.skip(f"real test data not found at {DATA} (it lives in ../shared/data beside the repo)")
+    _prereq.require(DATA.is_dir(), f"real test data not found at {DATA} (it lives in ../shared/data beside the repo)")
     return DATA
 
 

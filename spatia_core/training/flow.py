@@ -20,23 +20,24 @@ from dataclasses import dataclass
 
 import torch
 
+from ..config import Real, schema_dataclass
 from ..errors import InputError
 
 #: Timesteps are ``NUM_TRAIN_TIMESTEPS * sigma`` (diffusers' flow-matching schedulers).
 NUM_TRAIN_TIMESTEPS = 1000
 
 
-@dataclass(frozen=True)
+@schema_dataclass(frozen=True, docstrings=True)  # typed and validated like spatia_core.config (InputError)
 class FlowConfig:
     """Settings of the flow-matching objective."""
 
-    logit_mean: float = 0.0
+    logit_mean: Real = 0.0
     """Mean ``m`` of the logit-normal noise-level distribution."""
-    logit_std: float = 1.0
+    logit_std: Real = 1.0
     """Standard deviation ``s`` of the logit-normal distribution."""
-    shift: float = 1.0
+    shift: Real = 1.0
     """Sampler-style shift applied to the drawn sigma (1 = none; the sampler uses 5 at inference)."""
-    t_aug_max: float = 50.0
+    t_aug_max: Real = 50.0
     """History latents get noise at ``t_aug ~ U[0, t_aug_max]`` on the 0-1000 timestep scale."""
 
     def __post_init__(self):

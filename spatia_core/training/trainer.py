@@ -26,12 +26,14 @@ import json
 import logging
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import Annotated, Literal, Sequence
 
 import torch
+from pydantic import Field
 
+from ..config import Flag, Int, Real, Text, schema_dataclass
 from ..errors import InputError
 from .flow import FlowConfig, flow_loss, make_flow_batch
 from .latents import LatentSample, collate
@@ -45,53 +47,56 @@ DEFAULT_LR = {0: 1e-4, 1: 1e-5, 2: 1e-4}
 _STATE_WEIGHTS = "trainable.safetensors"
 
 
-@dataclass
+_Unit = Annotated[Real, Field(ge=0, lt=1)]
+
+
+@schema_dataclass(docstrings=True)  # typed and validated like spatia_core.config (InputError)
 class TrainConfig:
     """Settings of one training run (one stage)."""
 
-    stage: int = 1
+    stage: Literal[0, 1, 2] = 1
     """1: control blocks only; 2: LoRA on the main blocks; 0: everything (tiny models from scratch)."""
-    steps: int = 8000
+    steps: Int = Field(8000, ge=1)
     """Optimizer steps of this stage (the run stops at this global step)."""
-    lr: float | None = None
+    lr: Annotated[Real, Field(gt=0)] | None = None
     """Learning rate (default: 1e-5 for stage 1, 1e-4 for stage 2)."""
-    batch_size: int = 1
+    batch_size: Int = Field(1, ge=1)
     """Clips per micro-batch and process."""
-    grad_accum: int = 1
+    grad_accum: Int = Field(1, ge=1)
     """Micro-batches per optimizer step."""
-    weight_decay: float = 0.0
+    weight_decay: Real = Field(0.0, ge=0)
     """AdamW weight decay."""
-    adam_betas: tuple[float, float] = (0.9, 0.999)
+    adam_betas: tuple[_Unit, _Unit] = (0.9, 0.999)
     """AdamW betas."""
-    warmup_steps: int = 0
+    warmup_steps: Int = Field(0, ge=0)
     """Linear learning-rate warm-up steps (then constant)."""
-    max_grad_norm: float = 1.0
+    max_grad_norm: Real = Field(1.0, ge=0)
     """Gradient clipping norm (0 = off)."""
-    lora_rank: int = 64
+    lora_rank: Int = Field(64, ge=1)
     """Stage 2 LoRA rank."""
-    lora_alpha: float | None = None
+    lora_alpha: Annotated[Real, Field(gt=0)] | None = None
     """Stage 2 LoRA alpha (default = rank: scale 1)."""
-    gradient_checkpointing: bool = True
+    gradient_checkpointing: Flag = True
     """Recompute block activations in the backward pass (saves memory)."""
-    mixed_precision: str = "no"
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     """accelerate mixed precision: no, fp16 or bf16."""
-    seed: int = 0
+    seed: Int = Field(0, ge=0)
     """Seed of every random draw of the run."""
-    use_control: bool = True
+    use_control: Flag = True
     """Feed the scene-projection control (False: zeros, the no-control ablation)."""
-    text_dropout: float = 0.1
+    text_dropout: Real = Field(0.1, ge=0, le=1)
     """Chance that a sample's prompt is replaced by the empty prompt (for guidance)."""
-    flow: FlowConfig = field(default_factory=FlowConfig)
+    flow: FlowConfig = Field(default_factory=FlowConfig)
     """Flow-matching objective."""
-    log_every: int = 10
+    log_every: Int = Field(10, ge=1)
     """Steps between train-loss log lines."""
-    val_every: int = 100
+    val_every: Int = Field(100, ge=0)
     """Steps between validations (0 = only at the end)."""
-    save_every: int = 1000
+    save_every: Int = Field(1000, ge=0)
     """Steps between resumable states and checkpoints (0 = only at the end)."""
-    val_sigmas: tuple[float, ...] = (0.15, 0.35, 0.5, 0.65, 0.85)
+    val_sigmas: tuple[Annotated[Real, Field(gt=0, lt=1)], ...] = (0.15, 0.35, 0.5, 0.65, 0.85)
     """Fixed noise levels the validation loss averages over."""
-    output_dir: str = "out/train"
+    output_dir: Text = "out/train"
     """Where states, checkpoints and the log go."""
 
     def __post_init__(self):

@@ -6,6 +6,7 @@ import json
 import cv2
 import numpy as np
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 
 from spatia_core.captures import detect_format, parse_holdout, read_capture, scale_intrinsics
 from spatia_core.captures.llff import read_llff
@@ -103,7 +104,7 @@ def test_llff_poses_bounds_known_answer(tmp_path):
 
 # -- COLMAP (models written by pycolmap) -----------------------------------------------------------
 def _colmap_model(folder, binary: bool, model: str, params):
-    pycolmap = pytest.importorskip("pycolmap")
+    pycolmap = _prereq.require_module("pycolmap", "pycolmap is not installed (requirements.txt)")
     rec = pycolmap.Reconstruction()
     cam = pycolmap.Camera.create_from_model_name(1, model, 80.0, 64, 48)
     cam.params = params

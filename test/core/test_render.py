@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 import torch
 
 from spatia_core import Intrinsics, SpatialMemory, look_at
@@ -11,8 +12,7 @@ from spatia_core.render import render_memory, render_points
 
 @pytest.fixture(params=["numba", "torch"])
 def kernel(request):
-    if request.param == "numba" and not render_numba.AVAILABLE:
-        pytest.skip("numba is not installed")
+    _prereq.require(request.param != "numba" or render_numba.AVAILABLE, "numba is not installed (requirements.txt)")
     return request.param
 
 

@@ -3,6 +3,7 @@ block-ordered copy) never change what is rendered."""
 
 import numpy as np
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 import torch
 
 from spatia_core import Intrinsics, SpatialMemory, look_at
@@ -10,7 +11,7 @@ from spatia_core.memory import recolor_box
 from spatia_core import render_numba
 from spatia_core.render import render_memory, render_points
 
-KERNELS = [pytest.param("numba", marks=pytest.mark.skipif(not render_numba.AVAILABLE, reason="numba not installed")),
+KERNELS = [pytest.param("numba", marks=_prereq.mark(not render_numba.AVAILABLE, "numba not installed (requirements.txt)")),
            "torch"]
 
 

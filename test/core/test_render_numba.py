@@ -2,6 +2,7 @@
 
 import numpy as np
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 import torch
 
 from spatia_core import Intrinsics, SpatialMemory, SpatiaConfig, look_at
@@ -9,7 +10,7 @@ from spatia_core import render_numba
 from spatia_core.errors import BackendUnavailableError, InputError
 from spatia_core.render import render_memory, render_points
 
-pytestmark = pytest.mark.skipif(not render_numba.AVAILABLE, reason="numba is not installed")
+pytestmark = _prereq.mark(not render_numba.AVAILABLE, "numba is not installed (requirements.txt)")
 
 
 def _scene(seed=0):

@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 import torch
 from safetensors.torch import save_file
 
@@ -45,7 +46,7 @@ VAE_CFG = convert.wan22_vae_config(
 @pytest.fixture(scope="module")
 def ref():
     if importlib.util.find_spec("diffsynth") is None:
-        pytest.skip("diffsynth==1.1.9 is not installed (pip install --no-deps diffsynth==1.1.9)")
+        _prereq.missing("diffsynth==1.1.9 is not installed (pip install --no-deps diffsynth==1.1.9)")
     spec = importlib.util.spec_from_file_location("diffsynth_reference", REPO / "bench" / "diffsynth_reference.py")
     module = sys.modules.get("diffsynth_reference")
     if module is None:

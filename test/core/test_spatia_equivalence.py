@@ -30,6 +30,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 import torch
 
 from spatia_core.generators.spatia.convert import convert_diffsynth_state_dict, expected_shapes
@@ -42,7 +43,7 @@ TOL = 1e-4
 
 def _load_reference():
     if importlib.util.find_spec("diffsynth") is None:
-        pytest.skip("diffsynth==1.1.9 is not installed (pip install --no-deps diffsynth==1.1.9)")
+        _prereq.missing("diffsynth==1.1.9 is not installed (pip install --no-deps diffsynth==1.1.9)")
     spec = importlib.util.spec_from_file_location("diffsynth_reference", REPO / "bench" / "diffsynth_reference.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("diffsynth_reference", module)

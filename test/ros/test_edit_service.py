@@ -4,10 +4,11 @@ expected, and undo brings the view back (world_sim runs in its own process)."""
 
 import numpy as np
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 
 from processes import RCLPY_MISSING, running_world_sim
 
-pytestmark = pytest.mark.skipif(bool(RCLPY_MISSING), reason=RCLPY_MISSING)
+pytestmark = _prereq.mark(RCLPY_MISSING, RCLPY_MISSING)
 
 W, H = 128, 96
 EYE, TARGET = np.array([-1.0, 0.0, 1.2]), np.array([-3.0, 0.0, 0.3])  # a wall on top, the floor below

@@ -4,8 +4,9 @@ import subprocess
 import sys
 
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 
-rclpy = pytest.importorskip('rclpy', reason='rclpy is not importable: run scripts/setup.sh or '
+rclpy = _prereq.require_module('rclpy', reason='rclpy is not importable: run scripts/setup.sh or '
                             'source a ROS 2 installation')
 from geometry_msgs.msg import Point, PoseStamped  # noqa: E402
 from rclpy.action import ActionClient  # noqa: E402

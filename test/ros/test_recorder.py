@@ -8,10 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 
 from processes import RCLPY_MISSING, start_module, start_world_sim, stop
 
-pytestmark = pytest.mark.skipif(bool(RCLPY_MISSING), reason=RCLPY_MISSING)
+pytestmark = _prereq.mark(RCLPY_MISSING, RCLPY_MISSING)
 
 RATE = 10.0
 PERIOD_NS = int(1e9 / RATE)

@@ -8,10 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 
 from processes import RCLPY_MISSING, pids_where
 
-pytestmark = pytest.mark.skipif(bool(RCLPY_MISSING), reason=RCLPY_MISSING)
+pytestmark = _prereq.mark(RCLPY_MISSING, RCLPY_MISSING)
 
 
 def _children(pid):

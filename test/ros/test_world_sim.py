@@ -5,11 +5,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"  # as test/conftest.py
 from processes import RCLPY_MISSING, running_world_sim
 
-pytestmark = pytest.mark.skipif(bool(RCLPY_MISSING), reason=RCLPY_MISSING)
+pytestmark = _prereq.mark(RCLPY_MISSING, RCLPY_MISSING)
 
 RATE = 10.0
 PERIOD_NS = int(1e9 / RATE)

@@ -7,10 +7,11 @@ import sys
 import time
 
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 
 from processes import RCLPY_MISSING, running_world_sim
 
-pytestmark = pytest.mark.skipif(bool(RCLPY_MISSING), reason=RCLPY_MISSING)
+pytestmark = _prereq.mark(RCLPY_MISSING, RCLPY_MISSING)
 
 
 def _first_image(ros, timeout=30.0):
