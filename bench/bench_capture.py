@@ -9,20 +9,28 @@ training photo by camera pose, shown unchanged. Scenes (from ``../shared/data``)
   the training views; photos at ``--size`` (long side, default 768), the sweep at 384.
 * ``dining`` / ``primesense``: the two RGB-D sets, 5 frames each, sensor depth; held out ``ids:1,3``.
 
-Two pipelines per scene:
+Three pipelines per scene:
 
 * ``today``: what the project did before (issue 14): the multi-view depth source with its fixed
   0.3-12 m range and 320 px sweep, ``SpatialMemory`` defaults (1 cm voxels, ``max_depth`` 10 m),
   every frame fused as it is, the scene projection with push-pull hole filling;
 * ``fused``: :mod:`spatia_core.captures.build` defaults: depth range from triangulated SIFT
   matches, voxel size and depth limits from the data, multi-view consistency check, edge
-  floaters dropped, confidence weights, background-first hole filling; sensor depth also has its
-  holes completed (kept where no other view contradicts them) and unverifiable pixels kept.
+  floaters dropped, confidence weights, background-first hole filling; sensor depth also keeps
+  the pixels no other view can check (its holes are not completed: ``complete=False``, measured
+  better with the fallback below); the view rendered from the memory alone (``layers=0``, no
+  fallback);
+* ``ordered``: the same memory with the default rendering, view-ordered compositing
+  (:mod:`spatia_core.captures.layers`): the nearest training views' own points first, the memory
+  over them where clearly nearer, the nearest photo warped by its own completed depth where
+  nothing is drawn, then the depth-aware fill. At a training view's own pose its own layer is
+  drawn first, so its training-view PSNR measures that layer more than the fusion (``fused`` gives
+  the memory's).
 
 Usage::
 
     .venv/bin/python bench/bench_capture.py [--scenes strecha,dining,primesense] [--size 768]
-        [--pipelines today,fused] [--out out/bench_capture.json] [--cache out/bench_capture_cache]
+        [--pipelines today,fused,ordered] [--out out/bench_capture.json] [--cache out/bench_capture_cache]
 """
 
 from __future__ import annotations
@@ -108,7 +116,9 @@ def run_scene(name: str, pipelines: list[str], size: int, lpips_model, cache: Pa
                 depths = _cached(cache, key, lambda: list(MultiViewDepth().estimate(frames, None, poses, train[0].intrinsics)))
             built = today_memory(train, depths)
         else:
-            settings = BuildSettings(keep_unverified=sensor, complete=sensor)
+            settings = BuildSettings(keep_unverified=sensor)
+            if pipe == "fused":
+                settings = replace(settings, layers=0, fallback=False)
             if sensor:
                 depths = [v.depth for v in train]
             else:
@@ -138,14 +148,14 @@ def print_table(results: list[dict]) -> None:
             m, b = ev["mean"]["memory"], ev["mean"]["nearest_photo"]
             lp = lambda x: "-" if x is None or x != x else f"{x:.3f}"  # noqa: E731
             print(f"| {r['scene']} | {pipe} | {ev['mean']['coverage']:.2f} | {m['psnr']:.2f} / {m.get('psnr_covered', float('nan')):.2f} "
-                  f"| {m['ssim']:.3f} | {lp(m['lpips'])} | {b['psnr']:.2f} / {b['ssim']:.3f} / {lp(b['lpips'])} "
+                  f"| {m['ssim']:.3f} | {lp(m.get('lpips'))} | {b['psnr']:.2f} / {b['ssim']:.3f} / {lp(b.get('lpips'))} "
                   f"| {ev['mean']['train_psnr']:.2f} |")
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--scenes", default="strecha,dining,primesense")
-    p.add_argument("--pipelines", default="today,fused")
+    p.add_argument("--pipelines", default="today,fused,ordered")
     p.add_argument("--size", type=int, default=768, help="long side of the Strecha photos, pixels")
     p.add_argument("--out", default="out/bench_capture.json")
     p.add_argument("--cache", default="", help="folder caching the stereo depth maps between runs")
@@ -159,9 +169,14 @@ def main(argv=None) -> int:
     lpips_model = LPIPS()
     if not lpips_model.available():
         lpips_model = None
+    pipelines = [s.strip() for s in args.pipelines.split(",") if s.strip()]
+    unknown = sorted(set(pipelines) - {"today", "fused", "ordered"})
+    if unknown:
+        print(f"unknown pipeline(s) {unknown}: choose from today, fused, ordered", file=sys.stderr)
+        return 2
     results = []
     for scene in [s.strip() for s in args.scenes.split(",") if s.strip()]:
-        results.append(run_scene(scene, [s.strip() for s in args.pipelines.split(",")], args.size, lpips_model,
+        results.append(run_scene(scene, pipelines, args.size, lpips_model,
                                  Path(args.cache) if args.cache else None))
     print_table(results)
     out = Path(args.out)

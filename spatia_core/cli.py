@@ -28,6 +28,7 @@ MODULE_COMMANDS = {
     "train": ("spatia_core.training.cli", "train the Spatia diffusion model (stage 1 control blocks, stage 2 LoRA)"),
     "convert": ("spatia_core.generators.spatia.convert", "convert the official Spatia release into a spatia checkpoint"),
     "edit": ("spatia_core.memory.edit_cli", "edit a saved map: remove, recolor, add an object, undo"),
+    "rollout": ("spatia_core.rollout_cli", "run a policy for N episodes of SpatiaNav-v0 (parallel processes or Ray)"),
 }
 
 
@@ -83,8 +84,10 @@ def _parser() -> argparse.ArgumentParser:
     e.add_argument("--holdout", default="every:8", help="held-out views of --world: every:N, every:N@K or ids:i,j")
     e.add_argument("--size", type=int, default=640, help="long side the --world photos are used at, px")
 
-    i = sub.add_parser("info", help="print statistics of a saved map (.ply)")
-    i.add_argument("map", help="a .ply point cloud")
+    i = sub.add_parser("info", help="print statistics of a saved map (.ply) or of a posed-photo capture")
+    i.add_argument("map", help="a .ply point cloud (with a run's summary.json beside it: its units), or a capture "
+                   "folder (format, photos, units; a folder of photos is posed by SfM)")
+    i.add_argument("--metric-scale", type=float, default=1.0, help="a capture's metres per unit (world.metric_scale)")
     i.add_argument("--voxel-size", type=float, default=None, help="re-voxelise at this size (default: as saved, 0.01)")
     r = sub.add_parser("replay", help="render the world along the camera path of a rosbag2 into a new bag")
     r.add_argument("bag", help="input rosbag2 folder (MCAP or sqlite3)")
@@ -170,6 +173,17 @@ def cmd_generate(args) -> int:
     return 0
 
 
+def _world_units(cfg) -> str:
+    """The length unit of the world (metres, or a capture's own units: see ``spatia info``)."""
+    from .captures import detect_format
+    from .captures.world import units_note
+    from .worlds import resolve_source
+
+    if resolve_source(cfg.world) != "capture":
+        return "metres"
+    return units_note(detect_format(cfg.world.path), cfg.world.metric_scale)
+
+
 def _generate_into(out: Path, world, init, poses, prompts, cfg, fps: float, progress: bool, t_start: float):
     """Run ``world`` along ``poses`` and write the videos, map, poses and summary into ``out``."""
     from tqdm import tqdm
@@ -217,6 +231,7 @@ def _generate_into(out: Path, world, init, poses, prompts, cfg, fps: float, prog
         "intrinsics": [world.intrinsics.fx, world.intrinsics.fy, world.intrinsics.cx, world.intrinsics.cy],
         "resolution": [world.intrinsics.width, world.intrinsics.height],
         "memory": stats.__dict__,
+        "units": _world_units(cfg),
         "clips": clips,
         "seconds": round(time.perf_counter() - t_start, 3),
         "config": cfg.to_dict(),
@@ -307,6 +322,14 @@ def _eval_capture(args) -> int:
 def cmd_info(args) -> int:
     from .memory import SpatialMemory, load_ply, read_ply_points
 
+    path = Path(args.map)
+    if path.suffix.lower() != ".ply":
+        from .captures import detect_format
+        from .captures.world import capture_info
+
+        if detect_format(path) is not None:
+            print(json.dumps(capture_info(str(path), args.metric_scale), indent=2))
+            return 0
     if args.voxel_size:
         stats = load_ply(args.map, SpatialMemory(voxel_size=args.voxel_size)).stats()
         info = stats.__dict__
@@ -320,6 +343,14 @@ def cmd_info(args) -> int:
             "observations": int(counts.sum()) if counts is not None else None,
             "file_bytes": Path(args.map).stat().st_size,
         }
+    summary = path.parent / "summary.json"
+    if summary.is_file():  # a generate run's map: its length unit
+        try:
+            units = json.loads(summary.read_text()).get("units")
+        except (OSError, ValueError, AttributeError):
+            units = None
+        if units:
+            info["units"] = units
     print(json.dumps(info, indent=2))
     return 0
 

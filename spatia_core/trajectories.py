@@ -468,6 +468,8 @@ def read_re10k(path) -> Re10kTrajectory:
         vals = _numbers(body, where)
         if len(vals) != 19:
             raise FileFormatError(f"{where}: expected 19 numbers (timestamp, 6 intrinsics, 12 w2c), got {len(vals)}")
+        if not np.all(np.isfinite(vals[:7])):
+            raise FileFormatError(f"{where}: timestamp, intrinsics and distortion must be finite, got {vals[:7]}")
         k = np.asarray(vals[1:5])
         if not np.all(np.isfinite(k)) or k[0] <= 0 or k[1] <= 0:
             raise FileFormatError(f"{where}: invalid intrinsics {k.tolist()}")

@@ -8,8 +8,9 @@
 3. Fusion into a :class:`SpatialMemory` whose voxel size and depth limits come from the data:
    the voxel is the footprint of one pixel at the median scene depth, and nothing is cut by a
    fixed maximum depth.
-4. Rendering (:func:`render_view`): the scene projection, with holes filled by
-   :func:`~spatia_core.render_fill.fill_holes_depth_aware`.
+4. Rendering (:func:`render_view`): view-ordered compositing (:mod:`.layers`): the nearest
+   training view's own points first, the memory over them only where it is clearly nearer, then
+   holes filled by :func:`~spatia_core.render_fill.fill_holes_depth_aware`.
 """
 
 from __future__ import annotations
@@ -20,10 +21,12 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..cameras import backproject
 from ..geometry import Intrinsics
 from ..geometry_update.fusion import check_consistency, complete_depth, depth_edges, upsample_depth
 from ..memory import SpatialMemory
 from ..render import render_memory
+from .layers import ViewLayer, render_ordered
 from .views import View
 
 log = logging.getLogger(__name__)
@@ -42,10 +45,13 @@ class BuildSettings:
     min_agree: int = 1  # consistency: other views that must agree
     edge_rel: float = 0.05  # depth edges spanning more than this (relative) are dropped; 0 = keep
     keep_unverified: bool = False  # keep pixels no other view can check (sensor depth: True)
-    complete: bool = False  # fill depth holes by interpolation, kept where no view contradicts them (sensor depth: True)
+    complete: bool = False  # fill depth holes by interpolation, kept where no view contradicts them into the memory
     confidence_weight: bool = True  # pixels enter with weight = 1 + agreeing views
     splat_scale: float = 1.25  # render.splat_scale
     fill: str = "depth"  # hole filling: depth (background-first, then push-pull) | pushpull | none
+    layers: int = 2  # view-ordered compositing: the nearest views' own layers drawn first (0 = the memory alone)
+    override_rel: float = 0.1  # a later layer / the memory draws over an earlier one where nearer by this (relative)
+    fallback: bool = True  # where nothing is drawn, the nearest photo warped by its own (then completed) depth
     mvs_size: int = 384  # long side of the plane sweep, pixels
     mvs_planes: int = 128  # most planes of the sweep
     mvs_neighbors: int = 2  # neighbours per view in the sweep
@@ -55,7 +61,8 @@ class BuildSettings:
 @dataclass
 class BuiltMemory:
     memory: SpatialMemory
-    info: dict = field(default_factory=dict)
+    info: dict = field(default_factory=dict)  # voxel size, views, consistency stats, scene_depth (median, metres)
+    layers: list[ViewLayer] = field(default_factory=list)  # per training view: its own fused points (:mod:`.layers`)
 
 
 def mvs_depths(views: list[View], near_far: tuple[float, float], settings: BuildSettings,
@@ -96,10 +103,11 @@ def build_memory(views: list[View], depths: list[np.ndarray], settings: BuildSet
         memory.rescale(voxel, 0.0, far)
     info: dict = {"voxel_size": voxel, "views": len(views)}
     measured = None
-    if settings.complete:
-        if settings.edge_rel > 0:  # flying pixels out first, so that they are not interpolated from
-            depths = [np.where(depth_edges(d, settings.edge_rel).numpy(), 0.0, d).astype(np.float32) for d in depths]
-        done = [complete_depth(d) for d in depths]
+    raw_depths = [np.asarray(d, np.float32) for d in depths]  # the layers' own depth, flying pixels out
+    if settings.edge_rel > 0:
+        raw_depths = [np.where(depth_edges(d, settings.edge_rel).numpy(), 0.0, d).astype(np.float32) for d in raw_depths]
+    if settings.complete:  # from the depth without flying pixels, so that they are not interpolated from
+        done = [complete_depth(d) for d in raw_depths]
         depths, measured = [d for d, _ in done], [m for _, m in done]
     if settings.consistency:
         res = check_consistency(depths, [v.pose for v in views], [v.intrinsics for v in views], settings.rel_tol,
@@ -110,31 +118,39 @@ def build_memory(views: list[View], depths: list[np.ndarray], settings: BuildSet
     else:
         conf = [(d > 0).astype(np.int32) for d in depths]
     dropped = 0
-    for v, d, c in zip(views, depths, conf):
+    layers = []
+    for v, d, raw, c in zip(views, depths, raw_depths, conf):
         valid = (d > 0) & (c > 0)
         too_far = valid & (d >= far)
         dropped += int(too_far.sum())
         valid &= ~too_far
-        vv, uu = np.nonzero(valid)
-        z = d[vv, uu].astype(np.float64)
-        k = v.intrinsics
-        cam = np.stack([(uu - k.cx) * z / k.fx, (vv - k.cy) * z / k.fy, z], 1)
-        xyz = cam @ v.pose[:3, :3].T + v.pose[:3, 3]
-        weight = c[vv, uu].astype(np.float32) if settings.confidence_weight else None
-        memory.insert_points(xyz.astype(np.float32), v.rgb[vv, uu], counts=weight)
+        xyz = backproject(d, v.intrinsics, v.pose, valid)
+        weight = c[valid].astype(np.float32) if settings.confidence_weight else None
+        memory.insert_points(xyz.astype(np.float32), v.rgb[valid], counts=weight)
+        own = valid if measured is None else valid & measured[len(layers)]  # completed pixels never occlude
+        layers.append(ViewLayer(v, np.where(own, d, 0.0).astype(np.float32), raw))
     info["dropped_beyond_max_depth"] = dropped
     info["voxels"] = len(memory)
+    info["scene_depth"] = float(np.median([np.median(l.depth[l.depth > 0]) for l in layers if (l.depth > 0).any()]
+                                          or [1.0]))
     if dropped:
         log.warning("%d depth readings beyond max_depth %.3g were not fused", dropped, far)
-    return BuiltMemory(memory, info)
+    return BuiltMemory(memory, info, layers)
 
 
-def render_view(memory: SpatialMemory, k: Intrinsics, pose: np.ndarray, settings: BuildSettings) -> dict:
-    """``{"rgb": uint8 (H, W, 3) filled, "mask": bool covered, "depth": float32}`` at ``pose``."""
+def render_view(built: BuiltMemory | SpatialMemory, k: Intrinsics, pose: np.ndarray, settings: BuildSettings) -> dict:
+    """``{"rgb": uint8 (H, W, 3) filled, "mask": bool covered, "depth": float32}`` at ``pose``:
+    view-ordered compositing when ``built`` has layers and ``settings.layers`` > 0 (:mod:`.layers`),
+    else the memory alone; then hole filling (``settings.fill``)."""
     from ..generators.projection import fill_holes
     from ..render_fill import fill_holes_depth_aware
 
-    view = render_memory(memory, k, pose, splat_scale=settings.splat_scale)
+    if isinstance(built, BuiltMemory) and built.layers and settings.layers > 0:
+        view, _ = render_ordered(built.memory, built.layers, k, pose, built.info.get("scene_depth", 1.0),
+                                 settings.layers, settings.override_rel, settings.fallback, settings.splat_scale)
+    else:
+        memory = built.memory if isinstance(built, BuiltMemory) else built
+        view = render_memory(memory, k, pose, splat_scale=settings.splat_scale)
     rgb, mask, depth = view.rgb, view.mask, view.depth
     if settings.fill == "depth":
         filled = fill_holes_depth_aware(rgb, mask, depth)

@@ -35,15 +35,20 @@ def views_from_rgbd(frames) -> list[View]:
     return [View(f.rgb, f.pose, f.intrinsics, f.name, f.depth) for f in frames]
 
 
+def nearest_order(poses, pose: np.ndarray, scene_depth: float) -> list[int]:
+    """Indices of camera-to-world ``poses`` from the nearest to ``pose`` to the farthest: by
+    camera-centre distance plus the viewing-angle difference in radians times ``scene_depth``
+    (how far a turn moves the content), so a view that stands close but looks elsewhere comes
+    late. Ties keep the input order."""
+    scores = []
+    for p in poses:
+        p = np.asarray(p, np.float64)
+        dist = float(np.linalg.norm(p[:3, 3] - pose[:3, 3]))
+        angle = float(np.arccos(np.clip(p[:3, 2] @ pose[:3, 2], -1.0, 1.0)))
+        scores.append(dist + angle * scene_depth)
+    return [int(i) for i in np.argsort(np.asarray(scores), kind="stable")]
+
+
 def nearest_photo(train: list[View], pose: np.ndarray, scene_depth: float) -> int:
-    """Index of the training view nearest to ``pose``: camera-centre distance plus the viewing-angle
-    difference in radians times ``scene_depth`` (how far a turn moves the content), so a view
-    that stands close but looks elsewhere is not picked."""
-    best, best_score = 0, np.inf
-    for i, v in enumerate(train):
-        dist = float(np.linalg.norm(v.pose[:3, 3] - pose[:3, 3]))
-        angle = float(np.arccos(np.clip(v.pose[:3, 2] @ pose[:3, 2], -1.0, 1.0)))
-        score = dist + angle * scene_depth
-        if score < best_score:
-            best, best_score = i, score
-    return best
+    """Index of the training view nearest to ``pose`` (:func:`nearest_order`)."""
+    return nearest_order([v.pose for v in train], pose, scene_depth)[0]

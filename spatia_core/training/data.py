@@ -33,6 +33,7 @@ from typing import Callable, Sequence
 import cv2
 import numpy as np
 
+from ..cameras import read_mask
 from ..errors import FileFormatError, InputError
 from ..geometry import Intrinsics, look_at, validate_poses
 
@@ -399,13 +400,8 @@ def _read_masks(folder: Path, n: int, width: int, height: int) -> np.ndarray | N
         raise FileFormatError(f"{mdir}: {len(files)} masks for {n} frames")
     out = []
     for p in files:
-        m = np.load(p) if p.suffix == ".npy" else cv2.imread(str(p), cv2.IMREAD_UNCHANGED)
-        if m is None:
-            raise FileFormatError(f"cannot read mask {p}")
-        m = np.asarray(m)
-        if m.ndim == 3:
-            m = m.max(axis=2)
-        out.append(cv2.resize((m > 0).astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0)
+        m = read_mask(p)
+        out.append(cv2.resize(m.astype(np.uint8), (width, height), interpolation=cv2.INTER_NEAREST) > 0)
     return np.stack(out)
 
 
@@ -473,23 +469,24 @@ def _estimate_depth(depth_source, frames: np.ndarray, poses: np.ndarray, k: Intr
 
 
 def find_re10k_camera_file(folder: Path) -> Path:
-    """The RE10K camera file of a clip folder: ``cameras.txt`` or the one ``.txt`` in RE10K format."""
-    from ..trajectories import _is_re10k
+    """The RE10K camera file of a clip folder: ``cameras.txt`` or the one ``.txt`` in RE10K format
+    (:func:`spatia_core.captures.re10k.camera_file`)."""
+    from ..captures.re10k import camera_file
 
-    preferred = folder / "cameras.txt"
-    if preferred.is_file():
-        return preferred
-    candidates = [p for p in sorted(folder.glob("*.txt")) if p.name != "prompt.txt" and _is_re10k(p)]
-    if len(candidates) != 1:
-        raise FileFormatError(f"{folder}: expected one RE10K camera file (cameras.txt), found {[p.name for p in candidates]}")
-    return candidates[0]
+    found = camera_file(Path(folder)) if Path(folder).is_dir() else None
+    if found is None:
+        raise FileFormatError(f"{folder}: expected one RE10K camera file (cameras.txt or one .txt in the RE10K format)")
+    return found
 
 
 class Re10kClips(_WindowedClips):
     """Clips from RealEstate10K-style folders (frames + an RE10K camera file; see module docstring).
 
-    Images are matched to camera lines by timestamp when their names are the timestamps (as RE10K
-    extractions name them), otherwise by sorted order (counts must agree).
+    The frames and their cameras come from :func:`spatia_core.captures.re10k.read_re10k_clip`:
+    images are matched to camera lines by timestamp when their names are the timestamps (as RE10K
+    extractions name them), otherwise by sorted order; every frame needs a camera line and every
+    camera line a frame. Frames are in camera-file order; ``depth/`` and ``masks/`` files are
+    matched to the frames by sorted order.
 
     Args:
         folders: clip folders, or one root folder whose sub-folders are clip folders.
@@ -501,9 +498,11 @@ class Re10kClips(_WindowedClips):
 
     def __init__(self, folders, spec: ClipSpec, depth_source=None, depth_scale: float = 1000.0,
                  stride: int = 1, prompt: str = "", seed: int = 0):
+        from ..captures.re10k import frame_dir
+
         folders = [Path(folders)] if isinstance(folders, (str, Path)) else [Path(f) for f in folders]
-        if len(folders) == 1 and folders[0].is_dir() and not _has_frames(folders[0]):
-            folders = sorted(p for p in folders[0].iterdir() if p.is_dir() and _has_frames(p))
+        if len(folders) == 1 and folders[0].is_dir() and frame_dir(folders[0]) is None:
+            folders = sorted(p for p in folders[0].iterdir() if p.is_dir() and frame_dir(p) is not None)
             if not folders:
                 raise FileFormatError("no RE10K clip folders (with frames/ and a camera file) found")
         self.depth_source = depth_source
@@ -511,36 +510,30 @@ class Re10kClips(_WindowedClips):
         super().__init__(sequences, spec, stride, seed)
 
     def _read(self, folder: Path, spec: ClipSpec, depth_scale: float, prompt: str) -> _Sequence:
-        from ..trajectories import read_re10k
+        from ..captures.re10k import frame_dir, read_re10k_clip
         from ..worlds.rgbd_folder import read_depth, read_rgb
 
         if not folder.is_dir():
             raise FileFormatError(f"no such folder: {folder}")
-        traj = read_re10k(find_re10k_camera_file(folder))
-        image_dir = _frame_dir(folder)
-        images = sorted((p for p in image_dir.iterdir() if p.suffix.lower() in _IMAGE_EXT), key=_natural_key)
-        poses = traj.poses
-        stamps = [int(p.stem) if p.stem.isdigit() else None for p in images]
-        if all(s is not None for s in stamps) and set(stamps) <= set(traj.timestamps_us.tolist()):
-            row = {int(t): j for j, t in enumerate(traj.timestamps_us)}
-            order = [row[s] for s in stamps]
-        elif len(images) == len(poses):
-            order = list(range(len(images)))
-        else:
-            raise FileFormatError(f"{folder}: {len(images)} images but {len(poses)} camera lines")
-        rgbs = [read_rgb(p) for p in images]
+        images = read_re10k_clip(folder).images
+        # depth/ and masks/ follow the frames' sorted order; the clip is in camera-file order
+        files = sorted((p for p in frame_dir(folder).iterdir() if p.suffix.lower() in _IMAGE_EXT), key=_natural_key)
+        at = {p: j for j, p in enumerate(files)}
+        order = [at[im.path] for im in images]
+        poses = np.stack([im.pose for im in images])
+        rgbs = [read_rgb(im.path) for im in images]
         h0, w0 = rgbs[0].shape[:2]
-        k0 = traj.intrinsics_at(w0, h0, order[0])
+        k0 = images[0].intrinsics
         depth_dir = folder / "depth"
         if depth_dir.is_dir():
             dfiles = sorted((p for p in depth_dir.iterdir() if p.suffix.lower() in _IMAGE_EXT | {".npy", ".pgm"}), key=_natural_key)
             if len(dfiles) != len(images):
                 raise FileFormatError(f"{depth_dir}: {len(dfiles)} depth maps for {len(images)} frames")
-            depths = [read_depth(p, depth_scale) for p in dfiles]
+            depths = [read_depth(dfiles[j], depth_scale) for j in order]
         else:
             if self.depth_source is None:
                 raise InputError(f"{folder} has no depth/ folder: pass a depth source (e.g. the multiview one)")
-            depths = list(_estimate_depth(self.depth_source, np.stack(rgbs), poses[order], k0))
+            depths = list(_estimate_depth(self.depth_source, np.stack(rgbs), poses, k0))
         out_rgb, out_depth = [], []
         k = k0
         for rgb, depth in zip(rgbs, depths):
@@ -549,21 +542,11 @@ class Re10kClips(_WindowedClips):
             rgb, depth, k = _resize(rgb, depth.astype(np.float32), k0, spec.width, spec.height)
             out_rgb.append(rgb)
             out_depth.append(depth)
+        masks = _read_masks(folder, len(images), spec.width, spec.height)
         return _Sequence(
-            rgb=np.stack(out_rgb), depth=np.stack(out_depth), poses=poses[order], intrinsics=k,
-            masks=_read_masks(folder, len(images), spec.width, spec.height), prompt=_prompt(folder, prompt), name=folder.name,
+            rgb=np.stack(out_rgb), depth=np.stack(out_depth), poses=poses, intrinsics=k,
+            masks=None if masks is None else masks[order], prompt=_prompt(folder, prompt), name=folder.name,
         )
-
-
-def _frame_dir(folder: Path) -> Path:
-    d = next((folder / n for n in ("frames", "images", "rgb", "color") if (folder / n).is_dir()), None)
-    if d is None:
-        raise FileFormatError(f"{folder} needs a frames/ (or images/, rgb/, color/) folder")
-    return d
-
-
-def _has_frames(folder: Path) -> bool:
-    return any((folder / n).is_dir() for n in ("frames", "images", "rgb", "color"))
 
 
 class ConcatClips:
