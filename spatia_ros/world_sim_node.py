@@ -10,7 +10,8 @@ Outputs: ``camera/image_raw`` + ``camera/camera_info`` (same header, optical fra
 ``spatial_memory`` (PointCloud2, latched, throttled, downsampled), ``memory_info``, ``odom``,
 ``/tf`` (map->odom->base_link), ``/tf_static`` (base_link->camera_link->optical), ``/clock``.
 Services: ``reset_world``, ``save_map``, ``load_map``, ``edit_memory``, ``step``, ``pause``,
-``resume``; action ``generate_trajectory``.
+``resume``; action ``generate_trajectory``; and the ROS 2 Simulation Interfaces standard under
+``~/`` (:mod:`spatia_ros.sim_interfaces`) when ``simulation_interfaces`` is importable.
 
 Frames are produced by one worker thread; callbacks only validate and queue (they never wait
 for a frame). A frame is published as soon as it exists, before the memory is updated from it.
@@ -36,6 +37,7 @@ caller gives up or the node shuts down; trajectory frames are paced at ``sim.rat
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -52,32 +54,36 @@ import rclpy
 import torch
 from geometry_msgs.msg import PoseStamped, Twist, TwistStamped
 from nav_msgs.msg import Odometry
-from rcl_interfaces.msg import ParameterDescriptor, ParameterType, SetParametersResult
+from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType,
+                                SetParametersResult)
 from rclpy.action import ActionServer, CancelResponse, GoalResponse
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from std_srvs.srv import Trigger
 
-from spatia_core.config import SpatiaConfig, WorldConfig
+from spatia_core.config import ParameterSpec, SpatiaConfig, WorldConfig, parameter_specs
 from spatia_core.errors import SpatiaError
 from spatia_core.geometry import Intrinsics
-from spatia_core.paths import resolve_inside
+from spatia_core.paths import open_inside, resolve_inside
 from spatia_core.simulator import SimFrame, WorldSimulator
 from spatia_ros import conversions as cv
+from spatia_ros import qos as rqos
+from spatia_ros import sim_interfaces
 from spatia_ros.action import GenerateTrajectory
 from spatia_ros.msg import MemoryInfo
 from spatia_ros.srv import EditMemory, LoadMap, ResetWorld, SaveMap, Step
+from spatia_ros.service_replies import retry_replies
 from spatia_ros.tf_publisher import TfPublisher
 
-LATCHED = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
-RELIABLE_10 = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
+# QoS of every output: the one table, spatia_core/qos.py (the recorder and bag replay use it too)
+LATCHED = rqos.publisher_profile("spatial_memory")
+RELIABLE_10 = rqos.publisher_profile("odom")
 #: Camera streams: reliable, keep last 2. Best-effort subscribers (sensor-data QoS) still connect,
 #: but large images between processes mostly arrive only to reliable ones (measured, bench/).
-CAMERA_RELIABLE = QoSProfile(depth=2, reliability=ReliabilityPolicy.RELIABLE)
+CAMERA_RELIABLE = rqos.publisher_profile("camera/image_raw", reliable_images=True)
 WORLD_KINDS = {ResetWorld.Request.BUILTIN: "builtin", ResetWorld.Request.RGBD_FOLDER: "rgbd_folder",
                ResetWorld.Request.PLY: "ply", ResetWorld.Request.IMAGE_DEPTH: "image_depth"}
 EDIT_OPS = {EditMemory.Request.REMOVE_BOX: "remove_box", EditMemory.Request.RECOLOR_BOX: "recolor_box",
@@ -119,20 +125,35 @@ class _Job:
     paced: bool = False  # at most sim.rate_hz frames per second of wall time (trajectories)
 
 
+def parameter_descriptor(spec: ParameterSpec, default) -> ParameterDescriptor:
+    """The descriptor of one schema key: the field's description, its constraints as text, a
+    range where the schema has an inclusive one, and whether it may change at run time."""
+    when = "may change at run time" if spec.name in DYNAMIC else "read at start-up"
+    desc = ParameterDescriptor(description=f"{spec.description} ({when})", additional_constraints=spec.constraints)
+    if isinstance(default, list):
+        desc.type = ParameterType.PARAMETER_INTEGER_ARRAY if spec.name == "world.frames" else ParameterType.PARAMETER_DOUBLE_ARRAY
+    if spec.low is not None and isinstance(default, float):
+        desc.floating_point_range = [FloatingPointRange(from_value=float(spec.low), to_value=float(spec.high), step=0.0)]
+    elif spec.low is not None and isinstance(default, int) and not isinstance(default, bool):
+        desc.integer_range = [IntegerRange(from_value=int(spec.low), to_value=int(spec.high), step=0)]
+    return desc
+
+
 def declare_config(node: Node, cfg: SpatiaConfig) -> SpatiaConfig:
-    """Declare every schema key as a parameter (defaults from ``cfg``) and read them back."""
-    flat = cfg.flatten()
+    """Declare every schema key as a parameter (defaults from ``cfg``, descriptors from the schema)
+    and read them back through the schema."""
+    flat, specs = cfg.flatten(), parameter_specs()
     for name, default in flat.items():
-        if isinstance(default, list):
-            kind = ParameterType.PARAMETER_INTEGER_ARRAY if name == "world.frames" else ParameterType.PARAMETER_DOUBLE_ARRAY
-            node.declare_parameter(name, default, ParameterDescriptor(type=kind))
-        else:
-            node.declare_parameter(name, default)
+        node.declare_parameter(name, default, parameter_descriptor(specs[name], default))
     values = {name: node.get_parameter(name).value for name in flat}
     return cfg.with_overrides({k: list(v) if isinstance(v, (list, tuple, np.ndarray)) else v for k, v in values.items()})
 
 
 class WorldSimNode(Node):
+    def create_service(self, *args, **kwargs):
+        """Every service of this node resends a reply the rmw timed out on (service_replies.py)."""
+        return retry_replies(super().create_service(*args, **kwargs), self.get_logger())
+
     def __init__(self, **kwargs):
         super().__init__("world_sim", **kwargs)
         self.config = declare_config(self, SpatiaConfig())
@@ -156,17 +177,20 @@ class WorldSimNode(Node):
         self._cloud_stats = None
         self._last_frame: SimFrame | None = None
 
-        sensor = CAMERA_RELIABLE if s.reliable_images else qos_profile_sensor_data
         cbg = ReentrantCallbackGroup()
-        self.pub_image = self.create_publisher(Image, "camera/image_raw", sensor)
-        self.pub_info = self.create_publisher(CameraInfo, "camera/camera_info", sensor)
-        self.pub_depth = self.create_publisher(Image, "camera/depth/image_raw", sensor)
-        self.pub_depth_info = self.create_publisher(CameraInfo, "camera/depth/camera_info", sensor)
-        self.pub_scene = self.create_publisher(Image, "camera/scene_projection", sensor)
-        self.pub_cloud = self.create_publisher(PointCloud2, "spatial_memory", LATCHED)
-        self.pub_mem_info = self.create_publisher(MemoryInfo, "memory_info", LATCHED)
-        self.pub_odom = self.create_publisher(Odometry, "odom", RELIABLE_10)
-        self.pub_clock = self.create_publisher(Clock, "/clock", RELIABLE_10) if s.publish_clock else None
+
+        def publisher(kind, name):
+            return self.create_publisher(kind, name, rqos.publisher_profile(name, s.reliable_images))
+
+        self.pub_image = publisher(Image, "camera/image_raw")
+        self.pub_info = publisher(CameraInfo, "camera/camera_info")
+        self.pub_depth = publisher(Image, "camera/depth/image_raw")
+        self.pub_depth_info = publisher(CameraInfo, "camera/depth/camera_info")
+        self.pub_scene = publisher(Image, "camera/scene_projection")
+        self.pub_cloud = publisher(PointCloud2, "spatial_memory")
+        self.pub_mem_info = publisher(MemoryInfo, "memory_info")
+        self.pub_odom = publisher(Odometry, "odom")
+        self.pub_clock = publisher(Clock, "/clock") if s.publish_clock else None
         use_sim_time = bool(self.get_parameter("use_sim_time").value)
         self._sim_stamps = use_sim_time and s.publish_clock  # lockstep: stamps are this node's sim time
         if use_sim_time and not s.publish_clock:
@@ -195,6 +219,8 @@ class WorldSimNode(Node):
         self._action = ActionServer(self, GenerateTrajectory, "generate_trajectory", self._on_generate,
                                     goal_callback=self._on_goal, cancel_callback=lambda _h: CancelResponse.ACCEPT,
                                     callback_group=cbg)
+        # the ROS 2 Simulation Interfaces standard under ~/ (None, logged, without simulation_interfaces)
+        self.sim_interfaces = sim_interfaces.attach(self, cbg)
         self.create_timer(1.0 / max(s.cloud_rate_hz, 1e-3), self._publish_memory, callback_group=MutuallyExclusiveCallbackGroup())
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._publish_static_tf()
@@ -492,12 +518,17 @@ class WorldSimNode(Node):
             res.success, res.message = False, f"unknown world kind {req.kind}"
             return res
         try:
-            path = self._world_path(req.path) if kind != "builtin" else ""
-            depth = self._world_path(req.depth_path) if kind == "image_depth" and req.depth_path else ""
-            world = WorldConfig(**{**self.config.world.__dict__, "source": kind, "path": path,
-                                   "depth_path": depth, "seed": int(req.seed)})
-            pose = cv.pose_to_matrix(req.initial_pose) if req.use_initial_pose else None
-            self.sim.reset(world, pose)
+            asked = [req.path] if kind != "builtin" else []
+            asked += [req.depth_path] if kind == "image_depth" and req.depth_path else []
+            for p in asked:  # every path is confined before any is opened: one answer for all outside ones
+                self._world_path(p, None)
+            with contextlib.ExitStack() as opened:  # the world is read from what was checked (no swap between)
+                path = self._world_path(req.path, opened) if kind != "builtin" else ""
+                depth = self._world_path(req.depth_path, opened) if kind == "image_depth" and req.depth_path else ""
+                world = WorldConfig(**{**self.config.world.__dict__, "source": kind, "path": path,
+                                       "depth_path": depth, "seed": int(req.seed)})
+                pose = cv.pose_to_matrix(req.initial_pose) if req.use_initial_pose else None
+                self.sim.reset(world, pose)
         except SpatiaError as exc:
             res.success, res.message = False, str(exc)
             return res
@@ -505,15 +536,21 @@ class WorldSimNode(Node):
         res.success, res.message = True, f"{kind} world loaded: {len(self.sim.world.memory)} voxels"
         return res
 
-    def _world_path(self, path: str) -> str:
+    def _world_path(self, path: str, opened: contextlib.ExitStack | None) -> str:
         """``path`` (relative: to ``sim.map_dir``) with symlinks resolved, if it lies inside
-        ``sim.map_dir`` or a ``world_dirs`` folder; the same error for everything else, so a request
-        never tells what exists outside them."""
+        ``sim.map_dir`` or a ``world_dirs`` folder, opened for as long as ``opened`` lasts
+        (:func:`~spatia_core.paths.open_inside`: a path that reads the opened file or folder; None:
+        only checked); the same error for everything else, so a request never tells what exists
+        outside them."""
         if not path:
             raise SpatiaError("reset_world needs a path for this world kind")
-        full = resolve_inside(path, [self.config.sim.map_dir, *self.world_dirs], base=self.config.sim.map_dir)
-        if full is not None:
-            return str(full)
+        roots = [self.config.sim.map_dir, *self.world_dirs]
+        if opened is None:
+            pinned = resolve_inside(path, roots, base=self.config.sim.map_dir)
+        else:
+            pinned = opened.enter_context(open_inside(path, roots, base=self.config.sim.map_dir))
+        if pinned is not None:
+            return str(pinned)
         raise SpatiaError(f"path {path!r} is not inside sim.map_dir or a world_dirs folder of this node")
 
     def _on_save(self, req, res):

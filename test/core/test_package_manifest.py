@@ -18,7 +18,7 @@ KEYS = {
     "builtin_interfaces": "builtin_interfaces", "action_msgs": "action_msgs", "tf2_ros": "tf2_ros", "tf2_msgs": "tf2_msgs",
     "numpy": "python3-numpy", "scipy": "python3-scipy", "cv2": "python3-opencv", "yaml": "python3-yaml",
     "PIL": "python3-pil", "tqdm": "python3-tqdm", "torch": "python3-torch", "open3d": "python3-open3d",
-    "rosbags": "python3-rosbags",
+    "rosbags": "python3-rosbags", "simulation_interfaces": "simulation_interfaces",
 }
 
 

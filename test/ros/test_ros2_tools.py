@@ -1,8 +1,8 @@
 """The real ROS 2 tools against this package as a user builds it (issue 12): ``colcon build`` in a
 workspace (plain and ``--symlink-install``), ``ros2 launch spatia_ros world_sim`` /
 ``world_sim.launch.py`` with and without arguments, ``ros2 run``, and ``ros2 topic hz/echo``,
-``ros2 service call``, ``ros2 action send_goal``, ``ros2 param dump/set`` against it. Ctrl-C
-(SIGINT to the process group) must leave no process behind.
+``ros2 service call`` (the Simulation Interfaces ones too), ``ros2 action send_goal``,
+``ros2 param dump/set`` against it. Ctrl-C (SIGINT to the process group) must leave no process behind.
 
 The tools come from ``../shared/reference/ros2`` via ``scripts/setup_ros_tools.sh`` (run by
 ``scripts/test.sh``) into ``.ros_tools/``; without them these tests skip, with ``CI=true`` they fail.
@@ -15,12 +15,13 @@ import time
 from pathlib import Path
 
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 
 from processes import RCLPY_MISSING, pids_where
 
 REPO = Path(__file__).resolve().parents[2]
 TOOLS = REPO / ".ros_tools"
-pytestmark = [pytest.mark.skipif(bool(RCLPY_MISSING), reason=RCLPY_MISSING)]
+pytestmark = [_prereq.mark(RCLPY_MISSING, RCLPY_MISSING)]
 SMALL = ("world_sim:\n  ros__parameters:\n    camera: {width: 64, height: 48}\n    memory: {voxel_size: 0.05}\n"
          "    sim: {rate_hz: 10.0, cloud_max_points: 2000}\n")
 
@@ -30,9 +31,7 @@ def _env(workspace):
     if not (TOOLS / "env.sh").is_file() or not (TOOLS / workspace / "install" / "local_setup.bash").is_file():
         reason = (f"ROS 2 tools not set up in {TOOLS} (bash scripts/setup_ros_tools.sh; needs "
                   "../shared/reference/ros2)")
-        if os.environ.get("CI") == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
+        _prereq.missing(reason)
     out = subprocess.run(["bash", "-c", f"source {TOOLS / 'env.sh'} && source {TOOLS / workspace / 'install' / 'local_setup.bash'}"
                           " && env -0"], capture_output=True, check=True, timeout=60).stdout
     env = dict(item.split("=", 1) for item in out.decode().split("\0") if "=" in item)
@@ -143,8 +142,7 @@ def test_workspaces_install_what_ros2_needs():
     for ws, link in (("ws_plain", False), ("ws_symlink", True)):
         prefix = TOOLS / ws / "install" / "spatia_ros"
         if not prefix.is_dir():
-            pytest.skip(f"{prefix} not built (bash scripts/setup_ros_tools.sh)") if os.environ.get("CI") != "true" else \
-                pytest.fail(f"{prefix} not built")
+            _prereq.missing(f"{prefix} not built (bash scripts/setup_ros_tools.sh)")
         for rel in ("lib/spatia_ros/world_sim", "lib/spatia_ros/spatia-sim", "share/spatia_ros/launch/world_sim",
                     "share/spatia_ros/launch/world_sim.launch.py", "share/spatia_ros/config/world_sim.yaml",
                     "share/spatia_ros/package.xml", "share/ament_index/resource_index/packages/spatia_ros"):
@@ -201,6 +199,34 @@ def test_ros2_launch_py_with_arguments(plain_env, tmp_path, ros):
         ros.node.destroy_subscription(sub)
         assert abs(got[-1].header.stamp.sec - time.time()) < 120, "use_sim_time:=false: wall-clock stamps"
         assert _node_names(plain_env, tmp_path).count("/world_sim") == 1
+    finally:
+        assert sim.interrupt() == 0
+
+
+def test_ros2_service_call_get_simulator_features(plain_env, tmp_path):
+    """The Simulation Interfaces services of a launched world_sim, called with the ros2 CLI: the
+    tools' environment sees the ``simulation_interfaces`` that scripts/setup.sh built into .ros_ws."""
+    import re
+
+    from spatia_ros.sim_interfaces import MISSING as SIMIF_MISSING
+
+    if SIMIF_MISSING:
+        _prereq.missing(SIMIF_MISSING)
+    from simulation_interfaces.msg import SimulatorFeatures as F
+
+    (tmp_path / "small.yaml").write_text(SMALL)
+    sim = Launched(["ros2", "launch", "spatia_ros", "world_sim.launch.py", f"params_file:={tmp_path / 'small.yaml'}",
+                    "backend:=projection", "world:=builtin"], plain_env, tmp_path, "launch")
+    try:
+        assert "without the ROS 2 Simulation Interfaces" not in sim.log.read_text(), sim.log.read_text()[-3000:]
+        out = ros2(plain_env, tmp_path, "service", "call", "/world_sim/get_simulator_features",
+                   "simulation_interfaces/srv/GetSimulatorFeatures", timeout=120)
+        listed = re.search(r"SimulatorFeatures\(features=\[([0-9, ]*)\]", out)
+        assert listed, out
+        features = {int(v) for v in listed.group(1).split(",") if v.strip()}
+        assert {F.SIMULATION_RESET, F.SIMULATION_STATE_PAUSE, F.STEP_SIMULATION_SINGLE, F.WORLD_LOADING,
+                F.SPAWNABLES} <= features, out
+        assert "spatia_ros world_sim" in out, out
     finally:
         assert sim.interrupt() == 0
 
