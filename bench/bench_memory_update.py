@@ -31,6 +31,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench._load import LoadWatch  # noqa: E402
 from spatia_core import SpatiaConfig, SpatiaWorld  # noqa: E402
 from spatia_core.generators import GenerationResult  # noqa: E402
 from spatia_core.memory import SpatialMemory  # noqa: E402
@@ -97,6 +98,7 @@ def main(argv=None) -> int:
     poses = orbit(init.start_pose, n)
     history = [(start["rgb"][0], np.where(start["mask"][0], start["depth"][0], 0).astype(np.float32), init.start_pose)]
     ours, peer = [], []
+    watch = LoadWatch()  # the machine's load before (printed with the result) and during
     print(f"{args.rounds} rounds x {args.clip} frames at {args.width}x{args.height}, voxel {args.voxel} m, "
           f"dynamics={args.dynamics}, pose_refine={args.pose_refine}, "
           f"{'full memory' if args.full_memory else 'memory grows from the start view'}")
@@ -118,7 +120,9 @@ def main(argv=None) -> int:
     print(f"round {last}/round 1: ours {ratio_ours:.2f}x (vs median of rounds 1-3: {ours[last - 1] / base:.2f}x), "
           f"peer {ratio_peer:.2f}x")
     flat = ours[last - 1] / base < 2.0
-    print(f"ours stays flat (round {last} < 2x early rounds): {'yes' if flat else 'NO'}")
+    load = watch.end()
+    print(f"ours stays flat (round {last} < 2x early rounds): {'yes' if flat else 'NO'}  {load.verdict(flat)}")
+    print(load.line())
     return 0 if flat else 1
 
 

@@ -9,5 +9,8 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
 bash scripts/setup.sh
 export PATH=$ROOT/.venv/bin:$PATH
+# DDS stays on this machine (config/fastdds_loopback.xml: shared memory + UDP on 127.0.0.1, no
+# multicast); SPATIA_DDS_PROFILE=default runs with the ROS defaults instead, as on a robot.
+export SPATIA_DDS_PROFILE=${SPATIA_DDS_PROFILE:-loopback}
 spatia generate --world builtin --trajectory loop --frames 72 --out out/loop --set camera.width=320 --set camera.height=240
 spatia-sim --demo --duration "${DURATION:-20}" --record "out/session_$(date +%Y%m%d_%H%M%S)" --logs out/logs

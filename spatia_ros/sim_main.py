@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--logs", default="out/logs", help="folder for the processes' logs")
     args = p.parse_args(argv)
     del spatia_ros
+    if args.demo:  # the demo is self-contained: its nodes' DDS traffic stays on this machine
+        os.environ.setdefault("SPATIA_DDS_PROFILE", "loopback")  # read by each child's ros_env
     if not Path(args.params).is_file():
         print(f"spatia-sim: error: no parameter file {args.params}", file=sys.stderr)
         return 2

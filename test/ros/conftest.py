@@ -8,6 +8,7 @@ import time
 import uuid
 
 import pytest
+import _prereq  # noqa: E402  (missing prerequisites: skip here, fail with CI=true)
 
 _DOMAIN_LOCK = None
 
@@ -37,9 +38,14 @@ def _claim_domain():
 
 # Loopback only, and a domain of its own per test run, so concurrent runs never see each other.
 os.environ['ROS_DOMAIN_ID'] = os.environ.get('SPATIA_TEST_DOMAIN_ID') or _claim_domain()
-os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
+# DDS stays on this machine: the loopback profile (config/fastdds_loopback.xml: shared memory for
+# data, UDP discovery on 127.0.0.1 only, no multicast; applied by spatia_ros.ros_env and inherited
+# by every child process). SPATIA_DDS_PROFILE=default falls back to the slower LOCALHOST range.
+os.environ.setdefault('SPATIA_DDS_PROFILE', 'loopback')
+if os.environ['SPATIA_DDS_PROFILE'].strip() in ('', 'default'):
+    os.environ.setdefault('ROS_AUTOMATIC_DISCOVERY_RANGE', 'LOCALHOST')
 
-import spatia_ros  # noqa: E402,F401  (environment: LARGE_DATA, generated interfaces)
+import spatia_ros  # noqa: E402,F401  (environment: DDS profile, LARGE_DATA, generated interfaces)
 
 try:
     import rclpy
@@ -76,8 +82,7 @@ class RosHarness:
 
 @pytest.fixture(scope='module')
 def ros():
-    if rclpy is None:
-        pytest.skip(RCLPY_MISSING)
+    _prereq.require(rclpy is not None, RCLPY_MISSING)
     harness = RosHarness()
     yield harness
     harness.close()
