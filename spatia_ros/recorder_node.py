@@ -174,6 +174,8 @@ class SessionRecorder(Node):
     def _write(self, name: str, t: int, raw: bytes) -> None:
         self.writer.write(self.conns[name], t, raw)
         self.counts[name] += 1
+        if self.counts[name] == 1:  # once per topic: shows when each topic really starts recording
+            self.get_logger().info(f"first message on {self.conns[name].topic}")
 
     def _flush(self) -> None:
         pending, self.pending, self.pending_bytes = self.pending, [], 0

@@ -21,7 +21,7 @@ CAMERA = ["/camera/image_raw", "/camera/camera_info", "/camera/depth/image_raw",
           "/camera/scene_projection"]
 
 
-def _record_while_world_sim_logs(ros, sim, full_log, seconds):
+def _record_while_world_sim_logs(ros, sim, full_log, seconds, few_log=None):
     """Once both recorders are matched, wait until ``seconds`` of sim time pass on /clock, and have
     world_sim log a warning meanwhile (a camera_pose in an unknown frame, re-sent until its log
     shows it). /rosout keeps a message only 10 s (its lifespan), so "world_sim ready" may be gone
@@ -42,6 +42,12 @@ def _record_while_world_sim_logs(ros, sim, full_log, seconds):
         while "/clock received" not in full_log.read_text():
             assert time.monotonic() < deadline, "the full recorder received no /clock"
             ros.spin_until(lambda: False, timeout=0.1)
+        # and both have matched world_sim's images: discovery matches each reader at its own moment
+        # (a fresh-clone run: the second recorder got its first image late, 8 in the window)
+        for log in (full_log, few_log):
+            while log is not None and "first message on /camera/image_raw" not in log.read_text():
+                assert time.monotonic() < deadline, f"{log.name}: no image recorded"
+                ros.spin_until(lambda: False, timeout=0.1)
         clocks.clear()
         deadline = time.monotonic() + 60
         while "recorder_test_frame" not in sim.log_path.read_text():
@@ -69,7 +75,7 @@ def session(tmp_path_factory, ros):
                       "session_recorder: recording")
         few = start_module(["spatia_ros.recorder_node", "--ros-args", "-p", f"output:={tmp / 'few'}", "-p", "clock:=wall",
                       "-p", "topics:=[camera/image_raw, /tf_static, memory_info, /rosout]"], tmp / "few.log", "session_recorder: recording")
-        _record_while_world_sim_logs(ros, sim, tmp / "full.log", RECORD_S)
+        _record_while_world_sim_logs(ros, sim, tmp / "full.log", RECORD_S, few_log=tmp / "few.log")
         rc = {"full": stop(full, signal.SIGINT), "few": stop(few, signal.SIGTERM)}
     finally:
         stop(sim, signal.SIGTERM)
