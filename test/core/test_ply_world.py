@@ -16,8 +16,7 @@ from spatia_core.render import render_memory
 from spatia_core.simulator import WorldSimulator
 from spatia_core.worlds import load_world
 from spatia_core.worlds.procedural import make_room
-
-MAGENTA = np.uint8([255, 0, 255])
+from test_entities import MAGENTA, box_points  # noqa: E402  (test/core is on sys.path)
 
 
 def _cfg(tmp_path, **extra):
@@ -28,17 +27,7 @@ def _cfg(tmp_path, **extra):
 
 
 def _cube(edge=0.3, spacing=0.01):
-    g = (np.arange(int(round(edge / spacing))) + 0.5) * spacing - edge / 2
-    uu, vv = [a.ravel() for a in np.meshgrid(g, g)]
-    pts = []
-    for axis in range(3):
-        a, b = [i for i in range(3) if i != axis]
-        for side in (-edge / 2, edge / 2):
-            p = np.zeros((uu.size, 3))
-            p[:, axis], p[:, a], p[:, b] = side, uu, vv
-            pts.append(p)
-    pts = np.concatenate(pts)
-    return pts, np.tile(MAGENTA, (len(pts), 1))
+    return box_points(edge, spacing)  # the entity tests' magenta cube
 
 
 def _magenta(rgb):
