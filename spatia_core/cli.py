@@ -309,7 +309,10 @@ def _eval_capture(args) -> int:
     except BackendUnavailableError as exc:
         log.warning("LPIPS not computed: %s", exc)
         lpips_model = None
-    result = run_capture_eval(args.world, args.holdout, args.size, lpips_model)
+    cfg = SpatiaConfig.from_yaml(args.config) if args.config else SpatiaConfig()
+    world = (cfg.with_overrides(args.set) if args.set else cfg).world  # --set world.intrinsics=[fx,fy,cx,cy]
+    result = run_capture_eval(args.world, args.holdout, args.size, lpips_model,
+                              rgbd_intrinsics=list(world.intrinsics) or None, depth_scale=world.depth_scale)
     report = write_capture_report(result, args.out)
     m, b = result["mean"]["memory"], result["mean"]["nearest_photo"]
     print(f"memory: PSNR {m['psnr']:.2f} SSIM {m['ssim']:.3f} LPIPS {m['lpips'] if m.get('lpips') is None else round(m['lpips'], 3)} "

@@ -27,6 +27,7 @@ from ..geometry_update.fusion import check_consistency, complete_depth, depth_ed
 from ..memory import SpatialMemory
 from ..render import render_memory
 from .layers import ViewLayer, render_ordered
+from .padding import box_mask
 from .views import View
 
 log = logging.getLogger(__name__)
@@ -103,12 +104,15 @@ def build_memory(views: list[View], depths: list[np.ndarray], settings: BuildSet
         memory.rescale(voxel, 0.0, far)
     info: dict = {"voxel_size": voxel, "views": len(views)}
     measured = None
+    # a padding frame holds no image: no depth there (sensor depth has none; a sweep matches its flat colour)
+    depths = [np.where(box_mask(d.shape, v.content_box), d, 0.0).astype(np.float32) for v, d in zip(views, depths)]
     raw_depths = [np.asarray(d, np.float32) for d in depths]  # the layers' own depth, flying pixels out
     if settings.edge_rel > 0:
         raw_depths = [np.where(depth_edges(d, settings.edge_rel).numpy(), 0.0, d).astype(np.float32) for d in raw_depths]
     if settings.complete:  # from the depth without flying pixels, so that they are not interpolated from
         done = [complete_depth(d) for d in raw_depths]
-        depths, measured = [d for d, _ in done], [m for _, m in done]
+        depths = [np.where(box_mask(d.shape, v.content_box), d, 0.0).astype(np.float32) for v, (d, _) in zip(views, done)]
+        measured = [m for _, m in done]
     if settings.consistency:
         res = check_consistency(depths, [v.pose for v in views], [v.intrinsics for v in views], settings.rel_tol,
                                 settings.free_tol, settings.min_agree, settings.edge_rel, settings.keep_unverified,

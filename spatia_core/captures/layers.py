@@ -35,6 +35,7 @@ import torch
 from ..cameras import backproject
 from ..geometry import Intrinsics
 from ..render import SceneProjection, render_memory, render_points
+from .padding import box_mask
 from .views import View, nearest_order
 
 
@@ -48,11 +49,13 @@ class ViewLayer:
     _completed: np.ndarray | None = field(default=None, repr=False)  # raw depth with its holes filled (cached)
 
     def completed_depth(self) -> np.ndarray:
-        """The view's own depth (raw, else fused) with its holes completed: float32 (H, W)."""
+        """The view's own depth (raw, else fused) with its holes completed (not into a padding
+        frame, :mod:`.padding`): float32 (H, W)."""
         if self._completed is None:
             from ..geometry_update.fusion import complete_depth
 
-            self._completed = complete_depth(self.raw_depth if self.raw_depth is not None else self.depth)[0]
+            done = complete_depth(self.raw_depth if self.raw_depth is not None else self.depth)[0]
+            self._completed = np.where(box_mask(done.shape, self.view.content_box), done, 0.0).astype(np.float32)
         return self._completed
 
 

@@ -8,6 +8,7 @@ import numpy as np
 
 from ..geometry import Intrinsics
 from .base import Capture, load_image
+from .padding import Box, content_box
 
 
 @dataclass
@@ -19,6 +20,7 @@ class View:
     intrinsics: Intrinsics  # at H x W
     name: str
     depth: np.ndarray | None = None  # float32 (H, W) metres, 0 = unknown; None: not measured
+    content_box: Box | None = None  # the photo inside a constant-colour padding frame (:mod:`.padding`); None: all
 
 
 def views_from_capture(capture: Capture, max_size: int = 0) -> list[View]:
@@ -26,13 +28,13 @@ def views_from_capture(capture: Capture, max_size: int = 0) -> list[View]:
     out = []
     for img in capture.images:
         rgb, k = load_image(img, max_size)
-        out.append(View(rgb, img.pose, k, img.name))
+        out.append(View(rgb, img.pose, k, img.name, content_box=content_box(rgb)))
     return out
 
 
 def views_from_rgbd(frames) -> list[View]:
     """:class:`~spatia_core.worlds.rgbd_folder.RGBDFrame` list -> views with sensor depth."""
-    return [View(f.rgb, f.pose, f.intrinsics, f.name, f.depth) for f in frames]
+    return [View(f.rgb, f.pose, f.intrinsics, f.name, f.depth, content_box(f.rgb)) for f in frames]
 
 
 def nearest_order(poses, pose: np.ndarray, scene_depth: float) -> list[int]:

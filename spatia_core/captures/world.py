@@ -11,6 +11,7 @@ camera is the first photo's at that size.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 
 import numpy as np
 
@@ -101,7 +102,7 @@ def load_capture_world(cfg, memory, device: str = "cpu"):
     capture, views, depths, _ = capture_views_and_depths(cfg.path, cfg.capture_size, settings, device,
                                                          getattr(cfg, "metric_scale", 1.0))
     tf = upright_transform(views[0].pose)
-    views = [View(v.rgb, tf @ v.pose, v.intrinsics, v.name) for v in views]
+    views = [replace(v, pose=tf @ v.pose) for v in views]
     built = build_memory(views, depths, settings, memory)
     log.info("capture memory: %s", built.info)
     if not capture.metric:

@@ -8,7 +8,8 @@ views is the nearest training photo (by camera pose and viewing angle at the sce
 unchanged: a memory that
 does not beat it adds nothing a user could not get by picking a photo. Metrics: PSNR over all
 pixels and over the covered ones, SSIM and LPIPS (over all pixels, and masked to the covered
-ones), coverage; and the training views re-rendered from the memory (how well the memory
+ones), coverage, all inside the held-out photo's padding frame when it has one (a flat border
+that shows no scene and that every photo of the set shares, :mod:`~spatia_core.captures.padding`); and the training views re-rendered from the memory (how well the memory
 reproduces what it was built from).
 """
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..captures.build import BuildSettings, BuiltMemory, render_view
+from ..captures.padding import crop
 from ..captures.views import View, nearest_photo
 from . import metrics
 
@@ -50,18 +52,21 @@ def evaluate_heldout(built: BuiltMemory, train: list[View], test: list[View], se
             import cv2
 
             photo = cv2.resize(photo, (v.rgb.shape[1], v.rgb.shape[0]), interpolation=cv2.INTER_AREA)
-        row = {"view": v.name, "coverage": metrics.coverage(r["mask"]), "nearest": train[j].name}
-        row["memory"] = _scores(r["rgb"], v.rgb, lpips_model, r["mask"])
-        row["nearest_photo"] = _scores(photo, v.rgb, lpips_model, r["mask"])
+        box = v.content_box  # scored inside a padding frame, if the photo has one (:mod:`..captures.padding`)
+        real, mask = crop(v.rgb, box), crop(r["mask"], box)
+        row = {"view": v.name, "coverage": metrics.coverage(mask), "nearest": train[j].name, "content_box": box}
+        row["memory"] = _scores(crop(r["rgb"], box), real, lpips_model, mask)
+        row["nearest_photo"] = _scores(crop(photo, box), real, lpips_model, mask)
         views.append(row)
         if keep_images:
             images.append({"view": v.name, "real": v.rgb, "memory": r["rgb"], "nearest": photo})
     train_rows = []
     for v in train:
         r = render_view(built, v.intrinsics, v.pose, settings)
-        train_rows.append({"view": v.name, "psnr": metrics.psnr(r["rgb"], v.rgb),
-                           "psnr_covered": metrics.psnr(r["rgb"], v.rgb, mask=r["mask"]) if r["mask"].any() else None,
-                           "coverage": metrics.coverage(r["mask"])})
+        rgb, real, mask = (crop(x, v.content_box) for x in (r["rgb"], v.rgb, r["mask"]))
+        train_rows.append({"view": v.name, "psnr": metrics.psnr(rgb, real),
+                           "psnr_covered": metrics.psnr(rgb, real, mask=mask) if mask.any() else None,
+                           "coverage": metrics.coverage(mask)})
     summary = {
         "memory": _mean([r["memory"] for r in views]),
         "nearest_photo": _mean([r["nearest_photo"] for r in views]),
@@ -84,9 +89,12 @@ def evaluate_heldout(built: BuiltMemory, train: list[View], test: list[View], se
 
 
 def run_capture_eval(path: str, holdout: str = "every:8", max_size: int = 640, lpips_model=None,
-                     settings: BuildSettings | None = None, device: str = "cpu") -> dict:
+                     settings: BuildSettings | None = None, device: str = "cpu", rgbd_intrinsics: list | None = None,
+                     depth_scale: float = 1000.0) -> dict:
     """``spatia eval --world CAPTURE``: hold out ``holdout`` views of the capture (or RGB-D folder)
-    at ``path``, build the memory from the others only, evaluate (see :func:`evaluate_heldout`)."""
+    at ``path``, build the memory from the others only, evaluate (see :func:`evaluate_heldout`).
+    ``rgbd_intrinsics`` / ``depth_scale``: an RGB-D folder's camera and units (``world.intrinsics`` /
+    ``world.depth_scale``) where its files do not give them."""
     from pathlib import Path
 
     from ..captures import detect_format, parse_holdout, read_capture
@@ -98,7 +106,7 @@ def run_capture_eval(path: str, holdout: str = "every:8", max_size: int = 640, l
     if fmt is None:  # an RGB-D folder: sensor depth
         from ..worlds import read_rgbd_folder
 
-        views = views_from_rgbd(read_rgbd_folder(path))
+        views = views_from_rgbd(read_rgbd_folder(path, rgbd_intrinsics, depth_scale))
         settings = settings or BuildSettings(keep_unverified=True)  # holes: the rendering's fallback, not completion
         capture = None
     else:
