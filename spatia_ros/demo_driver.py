@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import rclpy
 from geometry_msgs.msg import Twist, TwistStamped
-from rclpy.executors import ExternalShutdownException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
 
 from spatia_core.robot import demo_velocity
+from spatia_ros.spin import spin_until_shutdown
 
 
 class DemoDriver(Node):
@@ -47,7 +48,9 @@ def main(args=None) -> None:
     node = None
     try:
         node = DemoDriver()
-        rclpy.spin(node)
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        spin_until_shutdown(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:

@@ -76,6 +76,7 @@ from spatia_ros.action import GenerateTrajectory
 from spatia_ros.msg import MemoryInfo
 from spatia_ros.srv import EditMemory, LoadMap, ResetWorld, SaveMap, Step
 from spatia_ros.service_replies import retry_replies
+from spatia_ros.spin import spin_until_shutdown
 from spatia_ros.tf_publisher import TfPublisher
 
 # QoS of every output: the one table, spatia_core/qos.py (the recorder and bag replay use it too)
@@ -700,7 +701,7 @@ def main(args=None) -> int:
         node = WorldSimNode()
         executor = MultiThreadedExecutor(num_threads=4)
         executor.add_node(node)
-        executor.spin()
+        spin_until_shutdown(executor)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except SpatiaError as exc:
