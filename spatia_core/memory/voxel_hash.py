@@ -75,10 +75,10 @@ def _nb_insert(tkeys, tvals, keys, values, use_values, next_id, out, is_new):
         p = (h ^ (h >> 29)) & mask
         while True:
             c = tkeys[p]
-            if c == k + 1:
+            if c == k + 1 and tvals[p] >= 0:
                 out[i] = tvals[p]
                 break
-            if c == 0:
+            if c == 0 or c == k + 1:  # a hole, or this key's own tombstone: (re)insert
                 v = values[i] if use_values else next_id + added
                 tkeys[p] = k + 1
                 tvals[p] = v
@@ -88,6 +88,28 @@ def _nb_insert(tkeys, tvals, keys, values, use_values, next_id, out, is_new):
                 break
             p = (p + 1) & mask
     return added
+
+
+@_jit
+def _nb_set(tkeys, tvals, keys, values):
+    """Give the present ``keys`` the ``values`` (-1: a tombstone); returns how many were live before."""
+    mask = tkeys.shape[0] - 1
+    live = 0
+    for i in range(keys.shape[0]):
+        k = keys[i]
+        h = k * _GOLDEN
+        p = (h ^ (h >> 29)) & mask
+        while True:
+            c = tkeys[p]
+            if c == k + 1:
+                if tvals[p] >= 0:
+                    live += 1
+                tvals[p] = values[i]
+                break
+            if c == 0:
+                break
+            p = (p + 1) & mask
+    return live
 
 
 def pack_coords(coords: torch.Tensor) -> torch.Tensor:
@@ -170,6 +192,28 @@ class _Table:
             pos[active] = (p[go_on] + 1) & mask
         return result
 
+    def set(self, keys: torch.Tensor, values: torch.Tensor) -> int:
+        """Give the present ``keys`` new ``values`` (-1 leaves a tombstone: the key reads as
+        absent, its slot keeps probe chains intact); returns how many of them were live."""
+        if self.numba:
+            return int(_nb_set(self.keys.numpy(), self.vals.numpy(), _np(keys), _np(values)))
+        live = 0
+        pos = self.slots(keys)
+        active = torch.arange(keys.numel(), device=keys.device)
+        mask = self.capacity - 1
+        stored = keys + 1
+        while active.numel():
+            p = pos[active]
+            cur = self.keys[p]
+            hit = cur == stored[active]
+            if hit.any():
+                live += int((self.vals[p[hit]] >= 0).sum())
+                self.vals[p[hit]] = values[active[hit]]
+            go_on = ~hit & (cur != 0)
+            active = active[go_on]
+            pos[active] = (p[go_on] + 1) & mask
+        return live
+
     def insert(self, keys: torch.Tensor, values: torch.Tensor | None, next_id: int):
         """Find-or-insert unique ``keys``; new ones get ``values`` (or ids from ``next_id`` on,
         in the order they land). Returns ``(ids, is_new, number inserted)``."""
@@ -190,9 +234,11 @@ class _Table:
             p = pos[active]
             cur = self.keys[p]
             hit = cur == stored[active]
+            dead = hit & (self.vals[p] < 0)  # the key's own tombstone: it is inserted there again
+            hit &= ~dead
             if hit.any():
                 result[active[hit]] = self.vals[p[hit]]
-            empty = cur == 0
+            empty = (cur == 0) | dead
             pe, ae = p[empty], active[empty]
             self.keys[pe] = stored[ae]  # duplicates in pe: exactly one key lands
             won = self.keys[pe] == stored[ae]
@@ -235,6 +281,7 @@ class VoxelHash:
         self.device = torch.device(device)
         self.max_load = max_load
         self.size = 0
+        self.tombstones = 0  # removed keys still holding slots (counted as load until the next growth)
         self._table = _Table(_pow2(capacity), self.device)
         self._next: _Table | None = None  # being prepared (phase 1)
         self._old: _Table | None = None  # being moved into self._table (phase 2)
@@ -279,9 +326,10 @@ class VoxelHash:
         """
         m = keys.numel()
         limit = self.capacity * self.max_load
-        if self.size + m > limit:
+        load = self.size + self.tombstones + m
+        if load > limit:
             self._grow(self.size + m)
-        elif self._next is None and self._old is None and self.size + m > _PREPARE_AT * limit:
+        elif self._next is None and self._old is None and load > _PREPARE_AT * limit:
             self._start_prepare(self.size + m)
         if self._old is None:
             ids, is_new, added = self._table.insert(keys, values, self.size)
@@ -301,10 +349,35 @@ class VoxelHash:
         self._step(added)
         return ids, is_new
 
+    def remove(self, keys: torch.Tensor) -> int:
+        """Remove present ``keys`` (unique int64); returns how many were there. The caller keeps
+        ids dense (``0..size-1``), e.g. by giving the last ids' keys the freed ids (:meth:`set_ids`).
+        O(keys): a removed key leaves a tombstone, dropped at the next growth or rebuild."""
+        keys = keys.reshape(-1)
+        if keys.numel() == 0:
+            return 0
+        keys = keys[self.find(keys) >= 0]
+        dead = torch.full_like(keys, -1)
+        self._table.set(keys, dead)
+        if self._old is not None:  # not moved yet, or moved and still in the old table
+            self._old.set(keys, dead)
+        self.size -= keys.numel()
+        self.tombstones += keys.numel()
+        return int(keys.numel())
+
+    def set_ids(self, keys: torch.Tensor, ids: torch.Tensor) -> None:
+        """Give present ``keys`` the ids ``ids`` (ids move with their voxels)."""
+        keys, ids = keys.reshape(-1), ids.reshape(-1).to(torch.int64)
+        if keys.numel():
+            self._table.set(keys, ids)
+            if self._old is not None:
+                self._old.set(keys, ids)
+
     def rebuild(self, keys: torch.Tensor) -> None:
         """Replace the contents: ``keys[i]`` gets id ``i``."""
         self._next = self._old = None
         self._cursor = 0
+        self.tombstones = 0
         self._table = _Table(_pow2(int(keys.numel() / self.max_load) + 1), self.device)
         self.size = 0
         self.insert(keys, torch.arange(keys.numel(), device=self.device))
@@ -331,6 +404,7 @@ class VoxelHash:
         if nxt is None or needed > nxt.capacity * self.max_load:
             nxt = _Table(self._bigger(needed), self.device)
         nxt.prepare(nxt.capacity)
+        self.tombstones = 0  # the move carries live keys only
         if self.size == 0:
             self._table = nxt
             return
@@ -352,7 +426,7 @@ class VoxelHash:
         old = self._old
         start, stop = self._cursor, min(self._cursor + slots, old.capacity)
         stored = old.keys[start:stop]
-        live = stored != 0
+        live = (stored != 0) & (old.vals[start:stop] >= 0)
         if live.any():
             self._table.insert(stored[live] - 1, old.vals[start:stop][live], 0)
         self._cursor = stop

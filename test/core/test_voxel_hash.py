@@ -95,3 +95,47 @@ def test_empty_and_bad_arguments():
         pack_coords(torch.tensor([[1 << 20, 0, 0]]))
     coords = torch.tensor([[-(1 << 20), 0, (1 << 20) - 1], [3, -4, 5]])
     assert torch.equal(unpack_keys(pack_coords(coords)), coords)
+
+
+def test_remove_and_reinsert_through_growth(kernel):
+    """Removing keys (tombstones) mixed with inserts and id moves, as SpatialMemory.remove_ids
+    does (the last ids move into the freed ones), through every growth phase: each live key is
+    found with its id, removed keys are absent until inserted again (then new, with the next id)."""
+    rng = np.random.default_rng(4)
+    pool = _random_keys(rng, 60_000 if kernel == "numba" else 20_000)
+    table = VoxelHash(capacity=16)
+    by_id: list[int] = []  # key of each dense id
+    live: set[int] = set()
+    moving_removals = 0
+    for step in range(300):
+        cand = pool[torch.as_tensor(rng.integers(0, pool.numel(), 300))].unique()
+        ids, is_new = table.insert(cand)
+        assert is_new.tolist() == [k not in live for k in cand.tolist()]
+        assert torch.equal(torch.sort(ids[is_new]).values, torch.arange(len(by_id), len(by_id) + int(is_new.sum())))
+        assert all(by_id[i] == k for k, i in zip(cand[~is_new].tolist(), ids[~is_new].tolist()))
+        by_id.extend([0] * int(is_new.sum()))
+        for k, i in zip(cand[is_new].tolist(), ids[is_new].tolist()):
+            by_id[i] = k
+            live.add(k)
+        if by_id and step % 2:
+            gone_ids = sorted(set(rng.integers(0, len(by_id), max(1, len(by_id) // 20)).tolist()))
+            gone_keys = torch.as_tensor([by_id[i] for i in gone_ids])
+            moving_removals += table.moving
+            assert table.remove(gone_keys) == len(gone_ids)
+            assert table.remove(gone_keys) == 0  # twice: nothing left to remove
+            m = len(by_id) - len(gone_ids)
+            holes = [i for i in gone_ids if i < m]
+            movers = [i for i in range(m, len(by_id)) if i not in set(gone_ids)]
+            for h, mv in zip(holes, movers):
+                by_id[h] = by_id[mv]
+            table.set_ids(torch.as_tensor([by_id[h] for h in holes], dtype=torch.int64),
+                          torch.as_tensor(holes, dtype=torch.int64))
+            live -= set(gone_keys.tolist())
+            del by_id[m:]
+        assert table.size == len(by_id) == len(live)
+        if by_id:
+            assert table.find(torch.as_tensor(by_id)).tolist() == list(range(len(by_id)))
+        dead = [k for k in pool[:2000].tolist() if k not in live]
+        assert (table.find(torch.as_tensor(dead, dtype=torch.int64)) == -1).all()
+    assert moving_removals > 0  # removals also ran while a grown table was being filled
+    assert table.size + table.tombstones <= table.capacity * table.max_load
