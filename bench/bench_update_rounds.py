@@ -19,7 +19,7 @@ shared machine disturb far less than wall time, with the same first-5 / last-5 r
 Usage::
 
     .venv/bin/python bench/bench_update_rounds.py [--rounds 20] [--clip 8] [--width 320 --height 240]
-        [--mode both|projection|growing] [--json out.json]
+        [--mode both|projection|growing] [--set update.carve=false] [--json out.json]
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ def run(mode: str, args) -> dict:
     cfg = SpatiaConfig().with_overrides({
         "camera.width": args.width, "camera.height": args.height, "memory.voxel_size": args.voxel,
         "generator.backend": "projection", "generator.clip_frames": args.clip, "generator.layout": "stream",
-    })
+    }).with_overrides(args.set)
     world = SpatiaWorld(cfg)
     init = world.reset()
     if mode == "growing":  # memory = the start view; the oracle shows the rest of the room
@@ -62,16 +62,16 @@ def run(mode: str, args) -> dict:
     poses = orbit(init.start_pose, args.rounds * args.clip)
     rows = []
     print(f"\n{mode}: {args.rounds} rounds x {args.clip} frames at {args.width}x{args.height}, voxel {args.voxel} m")
-    print("round    voxels   update ms   fuse ms   round ms   round CPU ms")
+    print("round    voxels   carved   update ms   fuse ms   round ms   round CPU ms")
     for r in range(args.rounds):
         t0, c0 = time.perf_counter(), time.process_time()
         res = world.step_clip(poses[r * args.clip:(r + 1) * args.clip])
         total, cpu = time.perf_counter() - t0, time.process_time() - c0
         update = sum(res.timings.get(k, 0.0) for k in UPDATE_STAGES)
-        rows.append({"round": r + 1, "voxels": len(world.memory), "update_ms": update * 1e3,
+        rows.append({"round": r + 1, "voxels": len(world.memory), "carved": res.carved, "update_ms": update * 1e3,
                      "fuse_ms": res.timings.get("fuse", 0.0) * 1e3, "round_ms": total * 1e3, "round_cpu_ms": cpu * 1e3})
         row = rows[-1]
-        print(f"{row['round']:5d} {row['voxels']:9d} {row['update_ms']:11.1f} {row['fuse_ms']:9.1f} "
+        print(f"{row['round']:5d} {row['voxels']:9d} {row['carved']:8d} {row['update_ms']:11.1f} {row['fuse_ms']:9.1f} "
               f"{row['round_ms']:10.1f} {row['round_cpu_ms']:14.1f}", flush=True)
     out = {"mode": mode, "rows": rows}
     for key, what in (("update_ms", "update (wall)"), ("round_cpu_ms", "round CPU time")):
@@ -82,7 +82,8 @@ def run(mode: str, args) -> dict:
                     "flat": last <= FLAT_RATIO * first}
         print(f"{mode}: {what} median of the first {k} rounds {first:.1f} ms, of the last {k} {last:.1f} ms: "
               f"{last / first:.2f}x (flat means <= {FLAT_RATIO}x: {'yes' if out[key]['flat'] else 'NO'})")
-    print(f"{mode}: voxels {rows[0]['voxels']} -> {rows[-1]['voxels']}")
+    print(f"{mode}: voxels {rows[0]['voxels']} -> {rows[-1]['voxels']}, carved {sum(r['carved'] for r in rows)} "
+          f"(update.carve={world.config.update.carve})")
     out["flat"] = out["update_ms"]["flat"]
     return out
 
@@ -95,6 +96,8 @@ def main(argv=None) -> int:
     p.add_argument("--height", type=int, default=240)
     p.add_argument("--voxel", type=float, default=0.01)
     p.add_argument("--mode", default="both", choices=("both", "projection", "growing"))
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="config override, e.g. update.carve=false (repeatable)")
     p.add_argument("--json", default="", help="also write the tables here")
     args = p.parse_args(argv)
     watch = LoadWatch()

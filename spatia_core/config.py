@@ -232,6 +232,10 @@ class UpdateConfig:
                                       "unrefined), metres", ge=0)
     max_correction_deg: Real = _f(5.0, "pose corrections beyond this rotation are refused (frame fused unrefined), "
                                        "degrees", ge=0)
+    carve: Flag = _f(True, "free-space carving: a voxel a new frame sees through loses an observation, and is removed "
+                           "at none (never with the projection backend: its depth is the memory's own)")
+    free_space_tol: Real = _f(0.05, "carving: relative depth margin (plus one voxel) beyond which a frame sees "
+                                    "through a voxel", ge=0)
     dynamics: Literal["none", "residual", "sam2"] = _f("none", "dynamic-entity masks: none | residual (weight-free) | sam2")
     sam2_checkpoint: Text = _f("", "SAM2 weights (.pt); sam2 needs them")
     sam2_config: Text = _f("configs/sam2.1/sam2.1_hiera_t.yaml", "SAM2 model config (packaged name)")

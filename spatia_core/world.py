@@ -53,6 +53,7 @@ class ClipResult:
     dynamic: np.ndarray | None = None  # bool (T, H, W) pixels masked as dynamic (kept out of the memory)
     fused_poses: np.ndarray | None = None  # float64 (T, 4, 4) poses the frames were fused at (after refinement)
     corrections: list[PoseCorrection] = field(default_factory=list)  # pose refinement per frame
+    carved: int = 0  # voxels removed by free-space carving while fusing this clip (memory/support.py)
 
 
 #: The output camera when neither ``config.camera`` nor the world defines one: width, height, horizontal FOV.
@@ -278,14 +279,24 @@ class SpatiaWorld:
                if self.dynamics is not None else None)
         timings["dynamics"] = time.perf_counter() - t0
         t0 = time.perf_counter()
-        frame_ids = []
+        frame_ids, carved = [], 0
         # The memory is authoritative where it covers a pixel: those voxels count as observed,
         # and only pixels it does not explain (and that are not dynamic) add geometry.
+        # Where the new depth sees through a voxel (free space), that voxel loses an observation instead
+        # (memory/support.py); rendered and fused at the same pose only (not after a pose correction).
         observed = [projection.index[i] for i in range(len(poses))] if remember else []  # -1 (nothing) is skipped
+        u = self.config.update
         for i in range(len(poses) if remember else 0):
             exclude = scene["mask"][i] if dyn is None else scene["mask"][i] | dyn[i]
-            self.memory.insert_frame(result.frames[i], depth[i], self.intrinsics, fused_poses[i],
-                                     exclude_mask=exclude, observed=observed[i])
+            carve = u.carve and np.array_equal(fused_poses[i], poses[i])
+            fused = self.memory.insert_frame(result.frames[i], depth[i], self.intrinsics, fused_poses[i],
+                                             exclude_mask=exclude, observed=observed[i],
+                                             rendered_depth=projection.depth[i] if carve else None,
+                                             carve_exempt=None if dyn is None else dyn[i], free_tol=u.free_space_tol)
+            carved += fused.voxels_removed
+            if fused.remap is not None:  # voxels moved (carved, evicted): the later views' index maps follow
+                for j in range(i + 1, len(poses)):
+                    observed[j] = torch.where(observed[j] >= 0, fused.remap[observed[j].clamp(min=0)], observed[j])
             frame_ids.append(self._remember(result.frames[i], depth[i], fused_poses[i], self.intrinsics))
         timings["fuse"] = time.perf_counter() - t0
         self.frames_generated += len(poses)
@@ -294,7 +305,7 @@ class SpatiaWorld:
             self.round_latents.append(result.latents)
         self.pose = poses[-1].copy()
         return ClipResult(poses, result.frames, scene["rgb"], scene["depth"], scene["mask"], depth, references, frame_ids,
-                          timings, dynamic=dyn, fused_poses=fused_poses, corrections=corrections)
+                          timings, dynamic=dyn, fused_poses=fused_poses, corrections=corrections, carved=carved)
 
     # -- layout and retrieval ----------------------------------------------------------------
     @property

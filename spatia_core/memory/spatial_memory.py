@@ -42,6 +42,7 @@ from .blocks import BlockIndex
 from .colors import as_rgb_float
 from .entities import EntityTable
 from .snapshot import Snapshot
+from .support import through_voxels
 from .voxel_hash import VoxelHash, pack_coords, unpack_keys
 
 log = logging.getLogger(__name__)
@@ -73,6 +74,10 @@ class FuseResult:
     voxels_new: int
     voxels_evicted: int
     depth_dropped: int = 0  # depth readings (> 0) of the frame outside [min_depth, max_depth], not fused
+    voxels_unsupported: int = 0  # voxels the frame saw through (free space): one observation taken
+    voxels_removed: int = 0  # of those, the ones left with none and removed
+    remap: torch.Tensor | None = None  # set when the call moved voxels (carving, eviction): int64, the new
+    #   position of each voxel that was there before it, -1 if removed (for index maps rendered before)
 
 
 @dataclass
@@ -119,6 +124,13 @@ def check_rgbd(rgb, depth, intrinsics: Intrinsics, mask=None) -> tuple[np.ndarra
 
 #: most voxels reserved up front on the CPU (52 bytes each: ~3.3 GB of address space, not of RAM)
 _MAX_RESERVE = 64 << 20
+
+def _remap(keep: torch.Tensor) -> torch.Tensor:
+    """int64: where each voxel goes when only bool ``keep`` stays (:meth:`SpatialMemory.keep_only`), -1 if dropped."""
+    remap = torch.cumsum(keep, 0) - 1
+    remap[~keep] = -1
+    return remap
+
 
 class SpatialMemory:
     """Voxelised coloured point cloud with incremental fusion (see module docstring)."""
@@ -311,23 +323,45 @@ class SpatialMemory:
         if self._index.size != self._n:
             self._layout_version += 1
         self._n = self._index.size
-        evicted = self._evict() if self._n > self.max_voxels else 0
-        return FuseResult(int(xyz.shape[0]), m, int(is_new.sum()), evicted)
+        evicted, remap = self._evict() if self._n > self.max_voxels else (0, None)
+        return FuseResult(int(xyz.shape[0]), m, int(is_new.sum()), evicted, remap=remap)
 
-    def insert_frame(self, rgb, depth, intrinsics: Intrinsics, pose, exclude_mask=None, observed=None) -> FuseResult:
+    def insert_frame(self, rgb, depth, intrinsics: Intrinsics, pose, exclude_mask=None, observed=None,
+                     rendered_depth=None, carve_exempt=None, free_tol: float = 0.05) -> FuseResult:
         """Fuse an RGB-D frame: ``rgb`` (H, W, 3) uint8 or float, ``depth`` float (H, W) metres
         (0 = no reading), ``pose`` camera-to-world (4, 4), ``exclude_mask`` bool (H, W) of pixels
         to leave out (dynamic things, or what the memory already explains), ``observed`` voxel
         indices seen by the frame (see :meth:`insert_points`). Nothing changes if any input is
         invalid.
+
+        Free-space carving (:mod:`~spatia_core.memory.support`): with ``observed`` the (H, W)
+        index map of the memory rendered at ``pose`` and ``rendered_depth`` its depth, a voxel the
+        frame sees through (depth farther by more than ``free_tol`` relative plus one voxel) is
+        not counted as observed but loses one observation, and is removed at zero; its pixels
+        are then fused from the new depth even where ``exclude_mask`` left them out.
+        ``carve_exempt`` bool (H, W): pixels that neither vote nor get fused that way (dynamic
+        things). Entity voxels are never carved.
         """
         pose = validate_pose(pose)
         rgb, depth, mask = check_rgbd(rgb, depth, intrinsics, exclude_mask)
         depth_t = torch.as_tensor(depth, device=self.device)
-        valid = (depth_t > self.min_depth) & (depth_t < self.max_depth)
+        if rendered_depth is not None:
+            if observed is None or tuple(np.shape(observed)) != depth.shape or tuple(np.shape(rendered_depth)) != depth.shape:
+                raise InputError(f"carving needs the {depth.shape} index map and rendered depth of the frame's view")
+            exempt = None if carve_exempt is None else torch.as_tensor(np.asarray(carve_exempt, bool) if not torch.is_tensor(carve_exempt) else carve_exempt, device=self.device)
+            if exempt is not None and tuple(exempt.shape) != depth.shape:
+                raise InputError(f"carve_exempt must be {depth.shape}, got {tuple(exempt.shape)}")
+        in_range = (depth_t > self.min_depth) & (depth_t < self.max_depth)
+        valid = in_range.clone()
         if mask is not None:
             valid &= ~torch.as_tensor(mask, device=self.device)
-        dropped = int(((depth_t > 0) & ~((depth_t > self.min_depth) & (depth_t < self.max_depth))).sum())
+        unsupported = removed = 0
+        remap = None
+        if rendered_depth is not None:
+            observed, refill, unsupported, removed, remap = self._carve(observed, depth_t, rendered_depth, exempt, free_tol)
+            if refill is not None:
+                valid |= refill & in_range
+        dropped = int(((depth_t > 0) & ~in_range).sum())
         if dropped:
             if not self.depth_dropped:  # once per memory: a scale mismatch drops whole frames
                 log.warning("%d depth readings of a %dx%d frame lie outside memory depth limits [%g, %g] and are not "
@@ -338,7 +372,36 @@ class SpatialMemory:
         colors = torch.as_tensor(rgb, device=self.device)[valid]
         result = self.insert_points(xyz, colors, observed=observed)
         result.depth_dropped = dropped
+        result.voxels_unsupported, result.voxels_removed = unsupported, removed
+        if remap is not None:
+            result.remap = remap if result.remap is None else torch.where(remap >= 0, result.remap[remap.clamp(min=0)], remap)
         return result
+
+    def _carve(self, index, depth: torch.Tensor, rendered, exempt, free_tol: float):
+        """Take support from the voxels ``depth`` sees through; returns ``(observed voxel
+        indices after any removal, pixels whose voxel was removed or None, lost, removed, remap or None)``."""
+        index = torch.as_tensor(index, device=self.device).to(torch.int64)
+        index = torch.where(index < self._n, index, torch.full_like(index, -1))  # stale indices see nothing
+        rendered = torch.as_tensor(np.asarray(rendered) if not torch.is_tensor(rendered) else rendered, device=self.device).float()
+        lost = through_voxels(index, depth, rendered, float(free_tol), self.voxel_size,
+                              voting=None if exempt is None else ~exempt)
+        if len(self.entity_table) and lost.numel():
+            lost = lost[self._entity[lost] == 0]
+        if lost.numel() == 0:
+            return index, None, 0, 0, None
+        lost_px = self._pixels_of(index, lost)
+        support = self._count[lost].clamp(max=self.max_weight) - 1
+        self._count[lost] = support
+        gone = lost[support <= 0]
+        observed = torch.where(lost_px, torch.full_like(index, -1), index)
+        if gone.numel() == 0:
+            return observed, None, int(lost.numel()), 0, None
+        refill = self._pixels_of(index, gone)
+        if exempt is not None:
+            refill &= ~exempt
+        remap = self.remove_ids(gone)
+        observed = torch.where(observed >= 0, remap[observed.clamp(min=0)], observed)
+        return observed, refill, int(lost.numel()), int(gone.numel()), remap
 
     def _block_ids(self, xyz: torch.Tensor) -> torch.Tensor:
         """Ids of the coarse culling blocks containing ``xyz``, registering new blocks."""
@@ -383,6 +446,41 @@ class SpatialMemory:
         self.revision += 1
         return dropped
 
+    def _pixels_of(self, index: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """bool, the shape of the index map ``index``: pixels showing one of the voxels ``ids``
+        (a flag per voxel: cheaper than ``torch.isin``'s sort)."""
+        flag = torch.zeros(self._n + 1, dtype=torch.bool, device=self.device)  # the last one: -1, nothing
+        flag[ids] = True
+        return flag[torch.where(index >= 0, index, self._n)]
+
+    def remove_ids(self, ids: torch.Tensor) -> torch.Tensor:
+        """Remove the voxels at positions ``ids`` in O(len(ids)), not O(memory) as
+        :meth:`keep_only`: the last voxels move into the freed positions (so the order of the
+        others is not kept). Returns the remap: int64 (N before,) new position of every voxel,
+        -1 for the removed ones."""
+        n = self._n
+        gone = torch.unique(torch.as_tensor(ids, dtype=torch.int64, device=self.device).reshape(-1))
+        if gone.numel() and (int(gone[0]) < 0 or int(gone[-1]) >= n):
+            raise InputError(f"voxel positions must lie in [0, {n}), got {int(gone[0])}..{int(gone[-1])}")
+        remap = torch.arange(n, device=self.device)
+        if gone.numel() == 0:
+            return remap
+        remap[gone] = -1
+        m = n - gone.numel()
+        tail = torch.arange(m, n, device=self.device)
+        movers = tail[remap[m:] >= 0]  # survivors at the end ...
+        holes = gone[gone < m]  # ... go into the freed positions before it (as many of each)
+        self._index.remove(self._keys[gone])
+        for name in _ARRAYS:
+            arr = getattr(self, name)
+            arr[holes] = arr[movers]
+        self._index.set_ids(self._keys[holes], holes)
+        remap[movers] = holes
+        self._n = m
+        self._layout_version += 1
+        self.revision += 1
+        return remap
+
     def _evict(self) -> int:
         target = int(self.evict_fraction * self.max_voxels)
         score = self._last_seen[: self._n].to(torch.int64) * (1 << 31) + self._count[: self._n].clamp(max=(1 << 31) - 1).to(torch.int64)
@@ -391,7 +489,8 @@ class SpatialMemory:
         order = torch.argsort(score, descending=True)
         keep = torch.zeros(self._n, dtype=torch.bool, device=self.device)
         keep[order[:target]] = True
-        return self.keep_only(keep)
+        remap = _remap(keep)
+        return self.keep_only(keep), remap
 
     # -- public operations (edits, undo and entities use these) ----------------------------
     def find(self, keys: torch.Tensor) -> torch.Tensor:

@@ -117,3 +117,30 @@ def test_memory_does_not_import_the_renderer():
     from spatia_core.memory import blocks
 
     assert render.BlockIndex is blocks.BlockIndex  # re-exported for existing imports
+
+
+def test_remove_ids_equals_keep_only_as_a_set_and_keeps_the_hash_right(room):
+    """remove_ids (O(removed): the last voxels move into the holes) leaves the same voxels as
+    keep_only, each found by its key at its new position, and the remap says where each went."""
+    other = SpatialMemory(voxel_size=0.04)
+    other.insert_points(room.xyz, room.rgb)
+    before = state(room)
+    gone = torch.as_tensor(np.random.default_rng(5).choice(len(room), 700, replace=False))
+    remap = room.remove_ids(gone)
+    keep = torch.ones(len(other), dtype=torch.bool)
+    keep[gone] = False
+    other.keep_only(keep)
+    assert len(room) == len(other) == len(before[0]) - 700
+    order = torch.argsort(room.keys)
+    assert torch.equal(room.keys[order], torch.sort(other.keys).values)
+    assert torch.equal(room.find(room.keys), torch.arange(len(room)))
+    assert (room.find(before[0][gone]) == -1).all()
+    alive = remap >= 0
+    assert int((~alive).sum()) == 700 and bool((~alive[gone]).all())
+    for now, was in zip(state(room), before):
+        assert torch.equal(now[remap[alive]], was[alive])
+    # removed keys come back as new voxels, at the end
+    res = room.insert_points(before[1][gone], before[2][gone])
+    assert res.voxels_new == 700 and len(room) == len(before[0])
+    with pytest.raises(InputError):
+        room.remove_ids(torch.tensor([len(room)]))
