@@ -170,48 +170,42 @@ class _Table:
         h = keys * _GOLDEN
         return (h ^ (h >> 29)) & (self.capacity - 1)
 
+    def _slots_of(self, keys: torch.Tensor) -> torch.Tensor:
+        """Vectorised probing (the torch path): the slot holding each key, -1 where absent."""
+        found = torch.full_like(keys, -1)
+        pos = self.slots(keys)
+        active = torch.arange(keys.numel(), device=keys.device)
+        mask = self.capacity - 1
+        stored = keys + 1
+        while active.numel():
+            p = pos[active]
+            cur = self.keys[p]
+            hit = cur == stored[active]
+            if hit.any():
+                found[active[hit]] = p[hit]
+            go_on = ~hit & (cur != 0)
+            active = active[go_on]
+            pos[active] = (p[go_on] + 1) & mask
+        return found
+
     def find(self, keys: torch.Tensor) -> torch.Tensor:
         """Values of ``keys``, -1 where absent."""
         if self.numba:
             out = np.empty(keys.numel(), np.int64)
             _nb_find(self.keys.numpy(), self.vals.numpy(), _np(keys), out)
             return torch.from_numpy(out)
-        result = torch.full_like(keys, -1)
-        pos = self.slots(keys)
-        active = torch.arange(keys.numel(), device=keys.device)
-        mask = self.capacity - 1
-        stored = keys + 1
-        while active.numel():
-            p = pos[active]
-            cur = self.keys[p]
-            hit = cur == stored[active]
-            if hit.any():
-                result[active[hit]] = self.vals[p[hit]]
-            go_on = ~hit & (cur != 0)
-            active = active[go_on]
-            pos[active] = (p[go_on] + 1) & mask
-        return result
+        slot = self._slots_of(keys)
+        return torch.where(slot >= 0, self.vals[slot.clamp(min=0)], slot)
 
     def set(self, keys: torch.Tensor, values: torch.Tensor) -> int:
         """Give the present ``keys`` new ``values`` (-1 leaves a tombstone: the key reads as
         absent, its slot keeps probe chains intact); returns how many of them were live."""
         if self.numba:
             return int(_nb_set(self.keys.numpy(), self.vals.numpy(), _np(keys), _np(values)))
-        live = 0
-        pos = self.slots(keys)
-        active = torch.arange(keys.numel(), device=keys.device)
-        mask = self.capacity - 1
-        stored = keys + 1
-        while active.numel():
-            p = pos[active]
-            cur = self.keys[p]
-            hit = cur == stored[active]
-            if hit.any():
-                live += int((self.vals[p[hit]] >= 0).sum())
-                self.vals[p[hit]] = values[active[hit]]
-            go_on = ~hit & (cur != 0)
-            active = active[go_on]
-            pos[active] = (p[go_on] + 1) & mask
+        slot = self._slots_of(keys)
+        hit = slot >= 0
+        live = int((self.vals[slot[hit]] >= 0).sum())
+        self.vals[slot[hit]] = values[hit]
         return live
 
     def insert(self, keys: torch.Tensor, values: torch.Tensor | None, next_id: int):
