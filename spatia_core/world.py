@@ -286,9 +286,11 @@ class SpatiaWorld:
         # (memory/support.py); rendered and fused at the same pose only (not after a pose correction).
         observed = [projection.index[i] for i in range(len(poses))] if remember else []  # -1 (nothing) is skipped
         u = self.config.update
+        source = self.generator if result.depth is not None else self.depth_source
+        may_carve = u.carve and not getattr(source, "depth_is_memory", False)  # the memory's own depth: nothing to see through
         for i in range(len(poses) if remember else 0):
             exclude = scene["mask"][i] if dyn is None else scene["mask"][i] | dyn[i]
-            carve = u.carve and np.array_equal(fused_poses[i], poses[i])
+            carve = may_carve and np.array_equal(fused_poses[i], poses[i])
             fused = self.memory.insert_frame(result.frames[i], depth[i], self.intrinsics, fused_poses[i],
                                              exclude_mask=exclude, observed=observed[i],
                                              rendered_depth=projection.depth[i] if carve else None,

@@ -37,6 +37,7 @@ class ProjectionGenerator:
     """Generator backend ``projection``: renders what the memory holds, fills the rest."""
 
     name = "projection"
+    depth_is_memory = True  # the depth handed back is the memory's rendered depth (no carving needed)
     uses_references = False  # it shows the memory; history and reference frames add nothing
 
     def __init__(self, device: str = "cpu"):

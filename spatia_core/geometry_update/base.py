@@ -26,6 +26,8 @@ class DepthSource(Protocol):
 class RenderedDepth:
     """Default depth source: the memory's rendered depth (0 where it shows nothing)."""
 
+    depth_is_memory = True  # nothing it gives can contradict the memory (no free-space carving needed)
+
     def estimate(self, frames, scene, poses, intrinsics, history=()):
         return np.where(scene["mask"], scene["depth"], 0.0).astype(np.float32)
 

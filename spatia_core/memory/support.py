@@ -33,15 +33,14 @@ def through_voxels(index: torch.Tensor, depth: torch.Tensor, rendered: torch.Ten
     idx = index.reshape(-1)
     d = depth.reshape(-1).to(rendered.dtype)
     z = rendered.reshape(-1)
-    can = (idx >= 0) & (d > 0) & (z > 0)
+    can = (idx >= 0) & (z > 0)  # d > 0 follows from d > z (1 + rel_tol) + abs_tol
     if voting is not None:
         can &= voting.reshape(-1)
+    if not bool((can & (d > z * (1.0 + rel_tol) + abs_tol)).any()):  # the common case: nothing seen through
+        return idx.new_zeros(0)
+    can &= d > 0
     p = can.nonzero(as_tuple=True)[0]
-    if p.numel() == 0:
-        return idx.new_zeros(0)
     through = d[p] > z[p] * (1.0 + rel_tol) + abs_tol
-    if not bool(through.any()):
-        return idx.new_zeros(0)
     ids, inv = torch.unique(idx[p], return_inverse=True)
     n_through = torch.zeros(ids.numel(), dtype=torch.int64, device=idx.device).index_add_(0, inv, through.long())
     n_all = torch.bincount(inv, minlength=ids.numel())

@@ -187,3 +187,24 @@ def test_index_maps_rendered_before_a_removal_follow_the_remap():
     assert torch.equal(mem.keys[moved[kept]], keys_before[kept])  # the same voxels, at their new places
     gone = (before >= 0) & ~kept  # the floater's pixels
     assert int(gone.sum()) > 0 and bool(torch.isin(keys_before[gone], floater).all())
+
+
+def test_the_projection_backend_never_carves(tmp_path):
+    """Its depth is the memory's own: even a floater stays, and the memory does not change."""
+    room = make_room(0, spacing=VOXEL)
+    polluted = SpatialMemory(voxel_size=VOXEL)
+    polluted.insert_points(room.points, room.colors)
+    start = room.start_pose
+    sheet = plane(0.0, 0.15, 0.02) @ start[:3, :3].T + start[:3, :3] @ np.array([0.0, 0.0, 0.8]) + start[:3, 3]
+    polluted.insert_points(sheet, np.full((len(sheet), 3), 255, np.uint8))
+    save_ply(polluted, tmp_path / "p.ply")
+    cfg = SpatiaConfig().with_overrides({"camera.width": 96, "camera.height": 72, "memory.voxel_size": VOXEL,
+                                         "render.compile": False, "generator.clip_frames": 4,
+                                         "world.source": "ply", "world.path": str(tmp_path / "p.ply")})
+    world = SpatiaWorld(cfg)
+    world.reset()
+    keys, xyz = world.memory.keys.clone(), world.memory.xyz.clone()
+    poses = np.repeat(start[None], 8, 0)
+    poses[:, :3, 3] += np.linspace(0, 0.1, 8)[:, None] * start[:3, 0]
+    assert sum(r.carved for r in world.run(poses, clip_frames=4)) == 0
+    assert torch.equal(world.memory.keys, keys) and torch.equal(world.memory.xyz, xyz)
