@@ -74,6 +74,21 @@ class RosHarness:
             self.executor.spin_once(timeout_sec=0.05)
         return predicate()
 
+    def call_idempotent(self, client, request, timeout=60.0, resend_after=10.0):
+        """The reply to ``request``, sending it again every ``resend_after`` s until one comes
+        (None after ``timeout``). Only for requests that may run twice (save to a name, get).
+
+        A request sent just after ``wait_for_service`` returned can be lost in Fast DDS while the
+        server's request reader is still matching the client's writer: seen once in 15 suite runs
+        under load (no handler ran within 60 s). A client that resends is what a robot stack does.
+        """
+        futures, deadline = [], time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            futures.append(client.call_async(request))
+            if self.spin_until(lambda: any(f.done() for f in futures), min(resend_after, deadline - time.monotonic())):
+                return next(f.result() for f in futures if f.done())
+        return None
+
     def close(self):
         self.executor.shutdown()
         self.node.destroy_node()

@@ -94,3 +94,30 @@ def test_a_client_that_never_matches_is_given_up_on_with_an_error(pair):
     assert spin_until(good.service_is_ready)
     answered = good.call_async(Trigger.Request())
     assert spin_until(answered.done), 'the service stopped answering after a lost reply'
+
+
+def test_the_test_harness_sends_a_lost_request_again(ros):
+    """``RosHarness.call_idempotent``: a request that reached no server (here: sent before the
+    server existed, so it is lost for good) is sent again until a reply comes."""
+    client = ros.node.create_client(Trigger, 'late_trigger')
+    calls, made = [], []
+
+    def answer(req, res):
+        calls.append(1)
+        res.success = True
+        return res
+
+    def start_server():
+        if not made:
+            made.append(ros.node.create_service(Trigger, 'late_trigger', answer))
+
+    timer = ros.node.create_timer(0.3, start_server)
+    try:
+        reply = ros.call_idempotent(client, Trigger.Request(), timeout=50, resend_after=1.0)
+        assert reply is not None and reply.success
+        assert made and len(calls) >= 1
+    finally:
+        ros.node.destroy_timer(timer)
+        ros.node.destroy_client(client)
+        for srv in made:
+            ros.node.destroy_service(srv)

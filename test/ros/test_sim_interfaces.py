@@ -87,7 +87,12 @@ class Sim:
         if client is None:
             client = self.clients[name] = self.ros.node.create_client(srv_type, NS + name)
             assert client.wait_for_service(timeout_sec=20.0), f"service {NS + name} not available"
-        future = client.call_async(request if request is not None else srv_type.Request())
+        request = request if request is not None else srv_type.Request()
+        if name.startswith("get_"):  # read-only: resent if the first request is lost
+            reply = self.ros.call_idempotent(client, request, timeout)
+            assert reply is not None, f"{name} did not answer"
+            return reply
+        future = client.call_async(request)
         assert self.ros.spin_until(future.done, timeout), f"{name} did not answer"
         return future.result()
 

@@ -85,6 +85,10 @@ class Probe:
         if client is None:  # one client per service: its reply path is matched once, not per call
             client = self.clients[name] = self.ros.node.create_client(srv_type, name)
             assert client.wait_for_service(timeout_sec=20.0), f"service {name} not available"
+        if name in ("save_map", "load_map"):  # may run twice: resent if the first request is lost
+            reply = self.ros.call_idempotent(client, request, timeout)
+            assert reply is not None, f"service {name} did not answer"
+            return reply
         future = client.call_async(request)
         assert self.ros.spin_until(future.done, timeout), f"service {name} did not answer"
         return future.result()

@@ -108,9 +108,9 @@ def test_relative_map_dir_is_below_ros_home(ros, tmp_path):
         client = ros.node.create_client(SaveMap, "save_map")
         try:
             assert client.wait_for_service(timeout_sec=30)
-            future = client.call_async(SaveMap.Request(filename="here.ply"))
-            assert ros.spin_until(future.done, 60) and future.result().success, future.result()
+            reply = ros.call_idempotent(client, SaveMap.Request(filename="here.ply"))
+            assert reply is not None and reply.success, reply
         finally:
             ros.node.destroy_client(client)
-    assert future.result().path == str(tmp_path / "ros_home" / "spatia_ros" / "maps" / "here.ply")
+    assert reply.path == str(tmp_path / "ros_home" / "spatia_ros" / "maps" / "here.ply")
     assert not (elsewhere / "maps").exists()
