@@ -125,7 +125,10 @@ class LoadWatch:
         cpu1, own1, t1 = _cpu_jiffies(), self._own(), time.monotonic()
         self.others_cores_before = None
         if cpu0 and cpu1:
-            self.others_cores_before = max(0.0, (cpu1[0] - cpu0[0] - (own1 - own0)) / _HZ / (t1 - t0))
+            # jiffies tick in 10 ms steps, per CPU: a short window can read a little over the
+            # number of cores (2.02 of 2 seen on a full machine); no machine is busier than its cores
+            others = (cpu1[0] - cpu0[0] - (own1 - own0)) / _HZ / (t1 - t0)
+            self.others_cores_before = min(float(self.cores), max(0.0, others))
         self.begin()
 
     def _own(self) -> int:
@@ -155,7 +158,7 @@ class LoadWatch:
         cpu, t = _cpu_jiffies(), time.monotonic()
         dt = max(t - self._t_start, 1e-9)
         own = sum(self._own_last.get(p, 0) - self._own_start.get(p, 0) for p in self._pids) / _HZ / dt
-        busy = None if not (cpu and self._cpu_start) else (cpu[0] - self._cpu_start[0]) / _HZ / dt
+        busy = None if not (cpu and self._cpu_start) else min(float(self.cores), (cpu[0] - self._cpu_start[0]) / _HZ / dt)
         la = _loadavg()
         return LoadReport(
             cores=self.cores,
