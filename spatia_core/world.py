@@ -32,6 +32,7 @@ from .geometry import Intrinsics, validate_poses
 from .geometry_update import (DepthSource, PoseCorrection, PoseRefiner, make_depth_source, make_pose_refiner,
                               resolve_depth_source)
 from .memory import SpatialMemory
+from .memory.spatial_memory import follow_remap
 from .render import SceneProjection, render_memory
 from .retrieval import FrameBank, Reference, retrieve_references
 from .worlds import WorldInit, load_world, world_has_depth
@@ -298,7 +299,7 @@ class SpatiaWorld:
             carved += fused.voxels_removed
             if fused.remap is not None:  # voxels moved (carved, evicted): the later views' index maps follow
                 for j in range(i + 1, len(poses)):
-                    observed[j] = torch.where(observed[j] >= 0, fused.remap[observed[j].clamp(min=0)], observed[j])
+                    observed[j] = follow_remap(observed[j], fused.remap)
             frame_ids.append(self._remember(result.frames[i], depth[i], fused_poses[i], self.intrinsics))
         timings["fuse"] = time.perf_counter() - t0
         self.frames_generated += len(poses)

@@ -125,6 +125,12 @@ def check_rgbd(rgb, depth, intrinsics: Intrinsics, mask=None) -> tuple[np.ndarra
 #: most voxels reserved up front on the CPU (52 bytes each: ~3.3 GB of address space, not of RAM)
 _MAX_RESERVE = 64 << 20
 
+def follow_remap(index: torch.Tensor, remap: torch.Tensor) -> torch.Tensor:
+    """Voxel positions ``index`` (any shape, -1 = none) after the voxels moved by ``remap``
+    (:attr:`FuseResult.remap`); removed voxels become -1."""
+    return torch.where(index >= 0, remap[index.clamp(min=0)], index)
+
+
 def _remap(keep: torch.Tensor) -> torch.Tensor:
     """int64: where each voxel goes when only bool ``keep`` stays (:meth:`SpatialMemory.keep_only`), -1 if dropped."""
     remap = torch.cumsum(keep, 0) - 1
@@ -374,7 +380,7 @@ class SpatialMemory:
         result.depth_dropped = dropped
         result.voxels_unsupported, result.voxels_removed = unsupported, removed
         if remap is not None:
-            result.remap = remap if result.remap is None else torch.where(remap >= 0, result.remap[remap.clamp(min=0)], remap)
+            result.remap = remap if result.remap is None else follow_remap(remap, result.remap)
         return result
 
     def _carve(self, index, depth: torch.Tensor, rendered, exempt, free_tol: float):
@@ -400,8 +406,7 @@ class SpatialMemory:
         if exempt is not None:
             refill &= ~exempt
         remap = self.remove_ids(gone)
-        observed = torch.where(observed >= 0, remap[observed.clamp(min=0)], observed)
-        return observed, refill, int(lost.numel()), int(gone.numel()), remap
+        return follow_remap(observed, remap), refill, int(lost.numel()), int(gone.numel()), remap
 
     def _block_ids(self, xyz: torch.Tensor) -> torch.Tensor:
         """Ids of the coarse culling blocks containing ``xyz``, registering new blocks."""
@@ -481,7 +486,7 @@ class SpatialMemory:
         self.revision += 1
         return remap
 
-    def _evict(self) -> int:
+    def _evict(self) -> tuple[int, torch.Tensor]:
         target = int(self.evict_fraction * self.max_voxels)
         score = self._last_seen[: self._n].to(torch.int64) * (1 << 31) + self._count[: self._n].clamp(max=(1 << 31) - 1).to(torch.int64)
         if len(self.entity_table):  # entities stay whole: their voxels go last
