@@ -36,15 +36,18 @@ def test_load_watch_measures_this_machine():
     counted as the benchmark's, not as other processes'."""
     watch = LoadWatch(sample_s=0.5)
     cpu0, x = time.process_time(), 0
-    for i in range(3_000_000):  # ~0.2-1 s of this process's CPU
-        x += i * i
+    while time.process_time() - cpu0 < 0.5:  # 0.5 s of this process's CPU, on any machine
+        for i in range(100_000):
+            x += i * i
     used = time.process_time() - cpu0
     r = watch.end()
     assert r.cores == os.cpu_count() and len(r.loadavg_before) == 3
     assert r.others_cores_before is not None and 0 <= r.others_cores_before <= r.cores
     # CPU seconds counted as this benchmark's (jiffies: 10 ms steps; seconds rounded to 0.1 s)
-    assert r.own_cores_during * r.seconds >= 0.5 * used - 0.05
-    assert r.busy_cores_during >= r.own_cores_during - 0.05
+    assert r.own_cores_during * r.seconds >= 0.5 * used
+    # everything busy includes this benchmark: never less than its own, never more than the cores
+    assert r.own_cores_during <= r.busy_cores_during <= r.cores
+    assert r.others_cores_during >= 0
     assert "load before: loadavg" in r.line() and r.as_dict()["busy"] == r.busy
 
 
