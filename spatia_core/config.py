@@ -179,6 +179,7 @@ class RenderConfig:
     near: PosReal = _f(0.05, "near clipping distance, metres")
     compile: Flag = _f(True, "fuse the torch kernel's per-point projection with torch.compile (falls back to eager)")
     kernel: Literal["auto", "numba", "torch"] = _f("auto", "auto (numba on CPU when installed, else torch) | numba | torch")
+    threads: Int = _f(0, "threads the numba kernel splits one view over (0: one per core, at most 4)", ge=0, le=64)
 
 
 @schema_dataclass

@@ -24,6 +24,8 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -251,12 +253,66 @@ def _use_numba(kernel: str, device: torch.device) -> bool:
     return kernel != "torch" and device.type == "cpu" and render_numba.AVAILABLE
 
 
+#: a view is split over threads only when each gets at least this many visible points
+_POINTS_PER_THREAD = 50_000
+_POOL: ThreadPoolExecutor | None = None
+_POOL_LOCK = threading.Lock()
+
+
+def render_threads(threads: int = 0) -> int:
+    """Threads one CPU view is split over: ``threads``, or for 0 one per core this process may run
+    on, at most 4 (the z-buffer passes are memory-bound beyond)."""
+    if threads < 0:
+        raise InputError(f"render threads must be >= 0, got {threads}")
+    if threads:
+        return int(threads)
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cores = os.cpu_count() or 1
+    return max(1, min(cores, 4))
+
+
+def _pool() -> ThreadPoolExecutor:
+    """The renderer's worker threads, shared by all views (the calling thread does one share)."""
+    global _POOL
+    with _POOL_LOCK:
+        if _POOL is None:
+            _POOL = ThreadPoolExecutor(max(1, (os.cpu_count() or 2) - 1), thread_name_prefix="spatia-render")
+        return _POOL
+
+
+_SCRATCH = threading.local()
+
+
+def _zbuffers(threads: int, n: int) -> np.ndarray:
+    """(threads, n) int64 z-buffers of the calling thread, kept between its views: a fresh 3 MB
+    array per view costs page faults on every frame. The kernel fills them."""
+    z = getattr(_SCRATCH, "zbufs", None)
+    if z is None or z.shape != (threads, n):
+        z = _SCRATCH.zbufs = np.empty((threads, n), np.int64)
+    return z
+
+
+def _in_parallel(tasks) -> None:
+    """Run the callables ``tasks``: all but the first on the pool, the first here; re-raises."""
+    futures = [_pool().submit(t) for t in tasks[1:]]
+    try:
+        tasks[0]()
+    finally:
+        for f in futures:
+            f.result()
+
+
 def _splat_numba(xyz_t: np.ndarray, rgb: np.ndarray, order: np.ndarray, blocks: BlockIndex | None,
                  pose: torch.Tensor, k: Intrinsics, voxel_size: float, splat_scale: float, max_radius: int, near: float,
-                 far: float, out: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> None:
+                 far: float, out: tuple[torch.Tensor, ...], threads: int = 1) -> None:
     """:func:`_splat_one` by :mod:`~spatia_core.render_numba` into ``out`` = (index (H*W,), depth
-    (H*W,), colour (H*W, 3)) CPU tensors. ``xyz_t`` (3, N), ``rgb`` (N, 3) float32 in the order of
-    ``blocks`` (all one block without), ``order`` their point indices."""
+    (H*W,), colour (H*W, 3), mask (H*W,)) CPU tensors. ``xyz_t`` (3, N), ``rgb`` (N, 3) float32 in the order of
+    ``blocks`` (all one block without), ``order`` their point indices. With ``threads`` > 1 and
+    enough visible points, the visible blocks are dealt round-robin to that many z-buffers filled
+    in parallel (neighbouring blocks see similar depths, so the shares cost about the same), and
+    the view is resolved in as many row bands: the same pixels as one thread."""
     if blocks is not None:
         start, count = blocks.block_start.numpy(), blocks.block_count.numpy()
         ids = _visible_blocks(blocks, pose, k, near, far).nonzero(as_tuple=True)[0].numpy()
@@ -265,12 +321,32 @@ def _splat_numba(xyz_t: np.ndarray, rgb: np.ndarray, order: np.ndarray, blocks: 
     footprint = splat_scale * voxel_size * max(k.fx, k.fy)
     params = np.array([k.fx, k.fy, k.cx, k.cy, footprint, near, min(far, 1e30)], dtype=np.float32)
     h, w = k.height, k.width
-    zbuf = np.full(h * w + ((h + 1) // 2) * ((w + 1) // 2) + 1, render_numba.EMPTY, np.int64)
+    if threads > 1:
+        threads = int(min(threads, len(ids), max(1, count[ids].sum() // _POINTS_PER_THREAD)))
+    zbufs = _zbuffers(max(threads, 1), h * w + ((h + 1) // 2) * ((w + 1) // 2) + 1)
     pose_np = pose.numpy()
-    render_numba.zbuffer(xyz_t, start, count, ids, np.ascontiguousarray(pose_np[:3, :3]),
-                         np.ascontiguousarray(pose_np[:3, 3]), params, w, h, max_radius, np.float32(_DEPTH_QUANT), zbuf)
-    index, depth, color = (t.numpy() for t in out)
-    render_numba.resolve(zbuf, w, h, order, rgb, np.float32(1.0 / _DEPTH_QUANT), index, depth, color)
+    rot, t = np.ascontiguousarray(pose_np[:3, :3]), np.ascontiguousarray(pose_np[:3, 3])
+    quant = np.float32(_DEPTH_QUANT)
+    index, depth, color, mask = (x.numpy() for x in out)
+    inv_quant = np.float32(1.0 / _DEPTH_QUANT)
+    if threads <= 1:
+        render_numba.zbuffer(xyz_t, start, count, ids, rot, t, params, w, h, max_radius, quant, zbufs[0])
+        render_numba.resolve(zbufs[0], w, h, 0, h, order, rgb, inv_quant, index, depth, color, mask)
+        return
+    _in_parallel([lambda i=i: render_numba.zbuffer(xyz_t, start, count, np.ascontiguousarray(ids[i::threads]), rot, t,
+                                                   params, w, h, max_radius, quant, zbufs[i])
+                  for i in range(threads)])
+    rows = 2 * np.linspace(0, (h + 1) // 2, threads + 1).astype(int)  # even: a band owns its 2-pixel cells
+    rows[-1] = h
+    w2 = (w + 1) // 2
+
+    def band(i: int) -> None:
+        y0, y1 = rows[i], rows[i + 1]
+        render_numba.merge(zbufs, y0 * w, y1 * w)
+        render_numba.merge(zbufs, h * w + (y0 // 2) * w2, h * w + ((y1 + 1) // 2) * w2)
+        render_numba.resolve(zbufs[0], w, h, y0, y1, order, rgb, inv_quant, index, depth, color, mask)
+
+    _in_parallel([lambda i=i: band(i) for i in range(threads)])
 
 
 def render_points(
@@ -287,6 +363,7 @@ def render_points(
     compile: bool = True,
     cache_token=None,
     kernel: str = "auto",
+    threads: int = 0,
 ) -> SceneProjection:
     """Render points into ``poses`` (camera-to-world, (4, 4) or (B, 4, 4)).
 
@@ -294,7 +371,8 @@ def render_points(
     ``intrinsics`` fixes H and W. Returns a :class:`SceneProjection` on the same device.
     With ``blocks``, a ``cache_token`` naming the owner of the points lets the culled point set be
     reused by the next views (see :meth:`BlockIndex.culled`). ``kernel``: ``auto`` (numba on CPU
-    when installed, else torch), ``numba`` or ``torch``; ``compile`` applies to the torch kernel.
+    when installed, else torch), ``numba`` or ``torch``; ``compile`` applies to the torch kernel;
+    ``threads`` the numba kernel splits each view over (0: :func:`render_threads`' default).
     """
     device = xyz.device
     poses_t = torch.as_tensor(np.asarray(poses) if not torch.is_tensor(poses) else poses, dtype=torch.float32, device=device)
@@ -307,6 +385,7 @@ def render_points(
         index = torch.empty((b, h * w), dtype=torch.int64)
         depth = torch.empty((b, h * w), dtype=torch.float32)
         color = torch.empty((b, h * w, 3), dtype=torch.float32)
+        mask = torch.empty((b, h * w), dtype=torch.bool)  # from the kernel: no multi-threaded torch op here
     else:
         index = torch.full((b, h * w), -1, dtype=torch.int64, device=device)
         depth = torch.zeros((b, h * w), dtype=torch.float32, device=device)
@@ -318,9 +397,10 @@ def render_points(
         else:
             xyz_t, order = xyz.float().T.contiguous().numpy(), np.arange(xyz.shape[0])
             rgb_np = as_rgb_float(rgb).contiguous().numpy()
+        n_threads = render_threads(threads)
         for i in range(b):
             _splat_numba(xyz_t, rgb_np, order, blocks, poses_t[i], intrinsics, voxel_size, splat_scale, max_radius,
-                         near, far, (index[i], depth[i], color[i]))
+                         near, far, (index[i], depth[i], color[i], mask[i]), n_threads)
     elif xyz.shape[0]:
         xyz, rgb = xyz.float(), as_rgb_float(rgb)
         for i in range(b):
@@ -328,7 +408,8 @@ def render_points(
                 xyz, rgb, poses_t[i], intrinsics, voxel_size, splat_scale, max_radius, near, far, blocks, compile,
                 cache_token,
             )
-    mask = index >= 0
+    if not use_numba:
+        mask = index >= 0
     return SceneProjection(
         rgb=color.view(b, h, w, 3), depth=depth.view(b, h, w), mask=mask.view(b, h, w), index=index.view(b, h, w)
     )

@@ -8,7 +8,11 @@ into point index, depth and colour. Both read a block-ordered copy of the points
 and the projection loop vectorises; numba's ``error_model="numpy"`` keeps divisions branch-free.
 Arithmetic is float32 in the torch kernel's order, and depth-key ties between points break by
 point order in both, so both give the same pixels. Both passes release the GIL, so the node's
-other threads run meanwhile.
+other threads run meanwhile, and one view can be split over threads
+(:func:`spatia_core.render._splat_numba`): each fills its own z-buffer from a share of the
+blocks, :func:`merge` keeps the smallest key over the buffers and :func:`resolve` reads it,
+both in row bands in parallel. The
+smallest key does not depend on who found it, so the pixels are the same for any thread count.
 
 ``numba`` is optional: :data:`AVAILABLE` says whether it imported; the renderer falls back to the
 torch kernel without it. Compiled functions are cached on disk (``cache=True``).
@@ -38,7 +42,7 @@ _CHUNK = 1024
 @_jit
 def zbuffer(xyz_t, block_start, block_count, blocks, rot, t, params, w, h, max_radius, depth_quant, zbuf):
     """Smallest key ``quantised depth << 32 | j`` over the points ``j`` of the culling blocks
-    ``blocks``, per pixel of ``zbuf`` (int64, filled with :data:`EMPTY`): its first ``h * w``
+    ``blocks``, per pixel of ``zbuf`` (int64, filled with :data:`EMPTY` here first): its first ``h * w``
     entries are the pixels, the next ``((h + 1) // 2) * ((w + 1) // 2)`` the cells of the 2-pixel
     grid (one write per 2-pixel splat instead of four; :func:`resolve` merges them), the last one
     takes the points drawn nowhere.
@@ -55,6 +59,7 @@ def zbuffer(xyz_t, block_start, block_count, blocks, rot, t, params, w, h, max_r
     cxh, cyh = cx + half, cy + half
     w2, h2 = (w + 1) >> 1, (h + 1) >> 1
     trash = zbuf.shape[0] - 1
+    zbuf[:] = EMPTY
     xs, ys, zs = xyz_t[0], xyz_t[1], xyz_t[2]
     slot = np.empty(_CHUNK, np.int64)
     key = np.empty(_CHUNK, np.int64)
@@ -87,25 +92,39 @@ def zbuffer(xyz_t, block_start, block_count, blocks, rot, t, params, w, h, max_r
                 radius[q] = r if ok & (width > two) else 0
                 pu0[q], pv0[q] = fu, fv
             for q in range(n):
-                zbuf[slot[q]] = min(zbuf[slot[q]], key[q])
+                k, s = key[q], slot[q]
+                zbuf[s] = min(zbuf[s], k)
                 r = radius[q]
                 if r:
+                    u0, u1 = max(pu0[q] - r, 0), min(pu0[q] + r + 1, w)
                     for pv in range(max(pv0[q] - r, 0), min(pv0[q] + r + 1, h)):
-                        row = pv * w
-                        for pu in range(max(pu0[q] - r, 0), min(pu0[q] + r + 1, w)):
-                            zbuf[row + pu] = min(zbuf[row + pu], key[q])
+                        for p in range(pv * w + u0, pv * w + u1):
+                            zbuf[p] = min(zbuf[p], k)
 
 
 @_jit
-def resolve(zbuf, w, h, order, rgb, inv_quant, index, depth, color):
-    """Per pixel of :func:`zbuffer`'s ``zbuf``: the point index (``order[j]``, -1 where empty), its
-    depth (0) and its colour (``rgb[j]``, float32 (N, 3) in block order; 0) into ``index`` int64
-    (h*w,), ``depth`` float32 (h*w,) and ``color`` float32 (h*w, 3)."""
+def merge(zbufs, lo, hi):
+    """``zbufs[0][lo:hi]`` = the smallest key over all buffers ``zbufs`` (T, n), one per thread
+    that filled a share of the points."""
+    first = zbufs[0]
+    for i in range(1, zbufs.shape[0]):
+        other = zbufs[i]
+        for p in range(lo, hi):
+            first[p] = min(first[p], other[p])
+
+
+@_jit
+def resolve(zbuf, w, h, y0, y1, order, rgb, inv_quant, index, depth, color, mask):
+    """Rows ``y0:y1`` of the view from :func:`zbuffer`'s ``zbuf``: per pixel the point index
+    (``order[j]``, -1 where empty), its depth (0), its colour (``rgb[j]``, float32 (N, 3) in
+    block order; 0) and whether a point is there into ``index`` int64 (h*w,), ``depth`` float32
+    (h*w,), ``color`` float32 (h*w, 3) and ``mask`` bool (h*w,)."""
     w2 = (w + 1) >> 1
-    for y in range(h):
+    for y in range(y0, y1):
         for x in range(w):
             p = y * w + x
             key = min(zbuf[p], zbuf[h * w + (y >> 1) * w2 + (x >> 1)])
+            mask[p] = key != EMPTY
             if key == EMPTY:
                 index[p] = -1
                 depth[p] = 0.0

@@ -188,11 +188,13 @@ class SpatiaWorld:
         n = self.config.generator.history_frames
         return [c for _, c in list(self.history)[-n:]] if n else []
 
-    def render(self, poses) -> SceneProjection:
-        """Scene projection of the memory into camera-to-world ``poses`` (T, 4, 4)."""
+    def render(self, poses, threads: int | None = None) -> SceneProjection:
+        """Scene projection of the memory into camera-to-world ``poses`` (T, 4, 4); ``threads`` per
+        view overrides ``render.threads``."""
         r = self.config.render
         return render_memory(self.memory, self.intrinsics, poses, splat_scale=r.splat_scale, max_radius=r.max_radius,
-                             near=r.near, compile=r.compile, kernel=r.kernel)
+                             near=r.near, compile=r.compile, kernel=r.kernel,
+                             threads=r.threads if threads is None else threads)
 
     def step_clip(self, poses, prompt: str | None = None, retrieve: bool | None = None, remember: bool = True,
                   on_generated: Callable[[ClipResult], None] | None = None) -> ClipResult:

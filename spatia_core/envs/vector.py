@@ -47,12 +47,13 @@ class _ThreadedWorld(SpatiaWorld):
         self.threads = max(1, int(threads)) if numba_cpu else 1  # the torch kernel's view cache is not thread-safe
         self._pool = ThreadPoolExecutor(self.threads, thread_name_prefix="spatia-render") if self.threads > 1 else None
 
-    def render(self, poses) -> SceneProjection:
+    def render(self, poses, threads: int | None = None) -> SceneProjection:
         poses = np.asarray(poses)
         if self._pool is None or len(poses) < 2:
-            return super().render(poses)
+            return super().render(poses, threads)
         chunks = np.array_split(poses, min(self.threads, len(poses)))
-        parts = list(self._pool.map(lambda p: SpatiaWorld.render(self, p), chunks))
+        # the views are the parallel work: one thread each, not split again
+        parts = list(self._pool.map(lambda p: SpatiaWorld.render(self, p, threads=1), chunks))
         return SceneProjection(*(torch.cat([getattr(p, f) for p in parts]) for f in ("rgb", "depth", "mask", "index")))
 
     def close(self) -> None:

@@ -104,8 +104,12 @@ def _visible_blocks(blocks: BlockIndex, pose: torch.Tensor, k: Intrinsics, near:
         [[i, j, l] for i in (0, 1) for j in (0, 1) for l in (0, 1)], dtype=torch.float32, device=pose.device
     )
     pts = blocks.block_min[:, None, :] + corners * blocks.block_size  # (NB, 8, 3)
-    cam = (pts - pose[:3, 3]) @ pose[:3, :3]
-    x, y, z = cam.unbind(-1)
+    # per component, not a matmul: BLAS threads would spin after it and take the core the renderer's
+    # own threads need (a 2-thread 640x480 view measured 8.7 ms with it, 5.8 ms without)
+    d = pts - pose[:3, 3]
+    dx, dy, dz = d.unbind(-1)
+    r = pose[:3, :3]
+    x, y, z = (dx * r[0, c] + dy * r[1, c] + dz * r[2, c] for c in range(3))
     # frustum planes through the camera centre; a block is out if all corners violate one plane
     outside = (
         (z <= near).all(1)

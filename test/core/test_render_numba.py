@@ -73,3 +73,48 @@ def test_auto_falls_back_to_torch_and_numba_says_what_is_missing(monkeypatch):
         render_memory(mem, k, POSES[0], kernel="opengl")
     with pytest.raises(InputError, match="render.kernel"):
         SpatiaConfig().with_overrides({"render.kernel": "opengl"})
+
+
+@pytest.mark.parametrize("size", [(160, 120), (97, 61)])  # odd rows: a band boundary inside the 2-pixel grid
+def test_a_view_split_over_threads_is_the_same_view(size, monkeypatch):
+    """Each thread z-buffers a share of the blocks; merged and resolved in row bands, the pixels
+    are those of one thread, and of the torch kernel, for 2, 3 and 5 threads."""
+    import spatia_core.render as render_mod
+    mem = _scene()
+    k = Intrinsics.from_fov(75, *size)
+    poses = np.stack(POSES)
+    one = render_memory(mem, k, poses, kernel="numba", threads=1)
+    calls = []
+    real = render_mod._in_parallel
+    monkeypatch.setattr(render_mod, "_in_parallel", lambda tasks: (calls.append(len(tasks)), real(tasks)))
+    monkeypatch.setattr(render_mod, "_POINTS_PER_THREAD", 1)  # split every view, however few points it sees
+    for threads in (2, 3, 5):
+        calls.clear()
+        many = render_memory(mem, k, poses, kernel="numba", threads=threads)
+        assert calls and max(calls) == threads  # the views were split
+        for f in ("index", "depth", "rgb", "mask"):
+            assert torch.equal(getattr(many, f), getattr(one, f)), (threads, f)
+    assert torch.equal(one.index, render_memory(mem, k, poses, kernel="torch", compile=False).index)
+
+
+def test_threaded_views_from_several_callers_at_once():
+    """Callers on several threads at once (e.g. the node's render and a service) each get their
+    own z-buffers: every view comes out as when rendered alone."""
+    from concurrent.futures import ThreadPoolExecutor
+    mem = _scene(3)
+    k = Intrinsics.from_fov(75, 160, 120)
+    alone = [render_memory(mem, k, p, kernel="numba", threads=1) for p in POSES]
+    with ThreadPoolExecutor(4) as pool:
+        outs = list(pool.map(lambda i: render_memory(mem, k, POSES[i % 4], kernel="numba", threads=2), range(16)))
+    for i, out in enumerate(outs):
+        assert torch.equal(out.index, alone[i % 4].index) and torch.equal(out.rgb, alone[i % 4].rgb)
+
+
+def test_render_threads_setting():
+    from spatia_core.render import render_threads
+    assert render_threads(3) == 3 and 1 <= render_threads(0) <= 4
+    with pytest.raises(InputError, match="threads"):
+        render_threads(-1)
+    with pytest.raises(InputError, match="render.threads"):
+        SpatiaConfig().with_overrides({"render.threads": -1})
+    assert SpatiaConfig().with_overrides({"render.threads": 2}).render.threads == 2
