@@ -24,7 +24,7 @@
    image never arrived.
 4. After the first image (the renderer's first compile may take seconds; cached on disk
    afterwards) and ``--warmup`` seconds more, poses are measured for ``--seconds``: latency.
-5. Throughput: poses are then sent at ``--probe-rate`` (60 Hz), faster than frames can be made,
+5. Throughput: poses are then sent at ``--probe-rate`` (100 Hz), faster than frames can be made,
    for ``--probe-seconds``; sustained rate = distinct images received per second (the node keeps
    only the newest pose, so this is as fast as it makes and delivers frames). The rate target is
    judged on this phase.
@@ -457,7 +457,7 @@ def main() -> int:
                         help="seconds to wait for the first image (includes the first torch.compile)")
     parser.add_argument("--image-qos", choices=("sensor", "reliable"), default="reliable",
                         help="QoS of the camera/image_raw subscription (reliable needs a reliable publisher)")
-    parser.add_argument("--probe-rate", type=float, default=60.0,
+    parser.add_argument("--probe-rate", type=float, default=100.0,
                         help="pose rate of the throughput phase, Hz (faster than frames can be made)")
     parser.add_argument("--probe-seconds", type=float, default=10.0, help="length of the throughput phase (0: skip)")
     parser.add_argument("--stages", action="store_true", help="afterwards, time the node's stages in this process")
