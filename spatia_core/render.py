@@ -93,7 +93,7 @@ def _project(pts, rot, t, cam_params, w: int, h: int, trash: int, max_radius: in
     lh = (h + shift) >> shift
     small = front & (width_px <= 2.0) & (cu >= 0) & (cv >= 0) & (cu < lw) & (cv < lh)
     pix = torch.where(small, shift * (h * w) + cv * lw + cu, trash)
-    zq = (z.clamp(min=0.0) * _DEPTH_QUANT).clamp(max=render_numba._MAX_DEPTH_KEY)  # as the numba kernel
+    zq = (z.clamp(min=0.0) * _DEPTH_QUANT).clamp(max=render_numba.MAX_DEPTH_KEY)  # as the numba kernel
     key = zq.to(torch.int64) << 32 | torch.arange(pts.shape[0], device=pts.device)
     # large splats: radius r of a (2r + 1) square centred at (ub, vb); 0 for everything else
     r = torch.ceil((width_px - 1) * 0.5).clamp(1, max_radius).to(torch.int32)

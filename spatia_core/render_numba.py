@@ -38,7 +38,7 @@ def _jit(fn):
 #: points projected per batch: the projection loop vectorises, the splatting loop after it cannot
 _CHUNK = 1024
 #: largest quantised depth of a key (int32; 200 km at 0.1 mm steps): farther points clamp to it
-_MAX_DEPTH_KEY = 2.0e9
+MAX_DEPTH_KEY = 2.0e9
 
 
 @_jit
@@ -55,7 +55,7 @@ def zbuffer(xyz_t, block_start, block_count, blocks, rot, t, params, w, h, max_r
     point's splat is ``footprint / z`` pixels wide: one pixel up to 1 px, one cell of the 2-pixel
     grid up to 2 px, else a square of side ``2r + 1``, ``r = clamp(ceil((width - 1) / 2), 1,
     max_radius)``, centred on the pixel the point falls in. Quantised depths clamp to
-    :data:`_MAX_DEPTH_KEY`.
+    :data:`MAX_DEPTH_KEY`.
     """
     fx, fy, cx, cy, footprint, near, far = params[0], params[1], params[2], params[3], params[4], params[5], params[6]
     one, two, half, huge = np.float32(1.0), np.float32(2.0), np.float32(0.5), np.float32(1e9)
@@ -76,7 +76,7 @@ def zbuffer(xyz_t, block_start, block_count, blocks, rot, t, params, w, h, max_r
     radius = np.empty(_CHUNK, np.int32)
     pu0 = np.empty(_CHUNK, np.int32)
     pv0 = np.empty(_CHUNK, np.int32)
-    zmax = np.float32(_MAX_DEPTH_KEY)
+    zmax = np.float32(MAX_DEPTH_KEY)
     for b in blocks:
         end = block_start[b] + block_count[b]
         for first in range(block_start[b], end, _CHUNK):
